@@ -49,3 +49,7 @@ def unknown_choice(kind: str, value: object, valid: Iterable[str]) -> ConfigErro
     close = difflib.get_close_matches(str(value), names, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     return ConfigError(f"unknown {kind} {value!r}; valid: {', '.join(names)}.{hint}")
+
+
+class TrainingError(MedsegError, RuntimeError):
+    """Training cannot go on (e.g. the loss stayed non-finite); the last good checkpoint is kept."""
