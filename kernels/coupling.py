@@ -1,6 +1,8 @@
 """Additive coupling of reversible blocks: ``y = x + f(x')`` forward and ``x = y - f(x')`` inverse.
 
-The ops are out of place (the reversible block keeps ``x`` alive only until it has ``y``). With the
+``coupling_forward`` / ``coupling_inverse`` are out of place and differentiable. ``coupling_forward_`` /
+``coupling_inverse_`` update their first operand in place, for recomputation under ``torch.no_grad()``
+(a reversible block that rebuilds its inputs from its outputs needs no second buffer). With the
 ``"cupy"`` backend both run one fused, vectorised CUDA kernel from ``coupling.cu``; the torch path is the
 plain expression, which PyTorch already runs as one elementwise kernel.
 """
@@ -106,3 +108,55 @@ def coupling_inverse(y: torch.Tensor, fy: torch.Tensor, backend: str = "auto") -
     from medseg.kernels.coupling_cuda import coupling_cupy
 
     return coupling_cupy(y, fy, -1.0)
+
+
+def _check_in_place(name: str, a: torch.Tensor, b: torch.Tensor) -> None:
+    check_coupling_args(name, a, b)
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+        raise InputError(f"{name}: the in-place coupling is for recomputation under torch.no_grad(); use the out-of-place op")
+
+
+def coupling_forward_(x: torch.Tensor, fx: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+    """In-place forward coupling ``x += fx`` (no autograd).
+
+    Args:
+        x: the half being updated, overwritten; any shape.
+        fx: same shape, dtype and device as ``x``.
+        backend: ``"auto"``, ``"cupy"`` or ``"torch"``.
+
+    Returns:
+        ``x``, now holding ``x + fx``.
+
+    Raises:
+        InputError: mismatched operands, or called where autograd would need the old ``x``.
+        ConfigError: unknown ``backend``.
+    """
+    _check_in_place("coupling_forward_", x, fx)
+    if resolve_backend(backend, x, fx) == "torch" or not x.is_contiguous():
+        return x.add_(fx)
+    from medseg.kernels.coupling_cuda import coupling_cupy_
+
+    return coupling_cupy_(x, fx, 1.0)
+
+
+def coupling_inverse_(y: torch.Tensor, fy: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+    """In-place inverse coupling ``y -= fy`` (no autograd), e.g. to rebuild a block's input from its output.
+
+    Args:
+        y: the coupled half, overwritten; any shape.
+        fy: same shape, dtype and device as ``y``.
+        backend: ``"auto"``, ``"cupy"`` or ``"torch"``.
+
+    Returns:
+        ``y``, now holding ``y - fy``.
+
+    Raises:
+        InputError: mismatched operands, or called where autograd would need the old ``y``.
+        ConfigError: unknown ``backend``.
+    """
+    _check_in_place("coupling_inverse_", y, fy)
+    if resolve_backend(backend, y, fy) == "torch" or not y.is_contiguous():
+        return y.sub_(fy)
+    from medseg.kernels.coupling_cuda import coupling_cupy_
+
+    return coupling_cupy_(y, fy, -1.0)

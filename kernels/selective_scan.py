@@ -35,7 +35,21 @@ def _prepare(u, delta, A, B, C, delta_bias, delta_softplus):
     return u.to(dtype), dt, A.to(dtype), canonical_matrix(B.to(dtype)), canonical_matrix(C.to(dtype))
 
 
-def _finish(y, u, D, z, dtype_in, last_state, return_last_state) -> ScanResult:
+def finish_output(y, u, D, z, dtype_in, last_state, return_last_state) -> ScanResult:
+    """The epilogue shared by every implementation: ``D`` skip, ``silu(z)`` gate, cast to the input dtype.
+
+    Args:
+        y: scan output ``(B, D, L)`` in the compute dtype.
+        u: input ``(B, D, L)`` in the compute dtype.
+        D: ``(D,)`` or ``None``.
+        z: ``(B, D, L)`` or ``None``.
+        dtype_in: dtype of the returned ``out``.
+        last_state: ``(B, D, N)``.
+        return_last_state: return ``(out, last_state)`` instead of ``out``.
+
+    Returns:
+        ``out`` or ``(out, last_state)``.
+    """
     out = y if D is None else y + u * D.to(y.dtype)[:, None]
     if z is not None:
         out = out * F.silu(z.to(y.dtype))
@@ -87,7 +101,7 @@ def selective_scan_ref(
         raise InputError(f"selective_scan_ref: chunk_len must be a positive integer, got {chunk_len!r}")
     uc, dt, Ac, Bc, Cc = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
     y, last_state = ChunkedSelectiveScan.apply(uc, dt, Ac, Bc, Cc, chunk_len)
-    return _finish(y, uc, D, z, u.dtype, last_state, return_last_state)
+    return finish_output(y, uc, D, z, u.dtype, last_state, return_last_state)
 
 
 def selective_scan_loop_ref(
@@ -136,7 +150,7 @@ def selective_scan_loop_ref(
         h = torch.exp(dt4[..., t, None] * A4) * h + dtu[..., t, None] * b_t
         ys.append((h * c_t).sum(-1).reshape(shape.batch, shape.channels))
     y = torch.stack(ys, dim=-1)
-    return _finish(y, uc, D, z, u.dtype, h.reshape(shape.batch, shape.channels, shape.state), return_last_state)
+    return finish_output(y, uc, D, z, u.dtype, h.reshape(shape.batch, shape.channels, shape.state), return_last_state)
 
 
 def selective_scan(
@@ -165,8 +179,9 @@ def selective_scan(
         delta_bias: ``(D,)`` or ``None``.
         delta_softplus: apply softplus to ``delta`` (after the bias).
         return_last_state: also return the final state ``(B, D, N)``.
-        backend: ``"auto"``, ``"cupy"`` (CUDA kernels; float32 state, float32/float16/bfloat16 inputs) or
-            ``"torch"`` (:func:`selective_scan_ref`).
+        backend: ``"auto"``, ``"cupy"`` (CUDA kernels; float32 state, float32/float16/bfloat16 inputs,
+            ``N <= 32``, input-dependent ``B``/``C``) or ``"torch"`` (:func:`selective_scan_ref`). ``"auto"``
+            uses the kernels for CUDA tensors they support and the reference otherwise.
 
     Returns:
         ``out`` ``(B, D, L)`` in ``u``'s dtype, or ``(out, last_state)``.
@@ -177,7 +192,14 @@ def selective_scan(
         MissingDependencyError: ``backend="cupy"`` without CuPy.
     """
     check_scan_args(u, delta, A, B, C, D, z, delta_bias)
-    if resolve_backend(backend, u, delta, A, B, C, D, z, delta_bias) == "torch":
+    chosen = resolve_backend(backend, u, delta, A, B, C, D, z, delta_bias)
+    if chosen == "cupy" and backend == "auto":
+        from medseg.kernels.selective_scan_cuda import unsupported_reason
+
+        # "auto" means the fastest implementation that can run these arguments.
+        if unsupported_reason(A, B, C, u) is not None:
+            chosen = "torch"
+    if chosen == "torch":
         return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     from medseg.kernels.selective_scan_cuda import selective_scan_cupy
 

@@ -244,7 +244,7 @@ class ReversibleSequence(nn.Module):
         self.reversible = bool(reversible)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        params = [p for p in self.parameters()]
+        params = list(self.parameters())
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params))
         if self.reversible and needs_grad and len(self.blocks) > 0:
             return _ReversibleFunction.apply(x, list(self.blocks), *params)

@@ -32,6 +32,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "evaluate",
     "models",
     "export",
+    "demo",
 )
 
 

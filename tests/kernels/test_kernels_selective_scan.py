@@ -130,7 +130,7 @@ def test_memory_saved_for_backward_is_linear_in_the_sequence():
     # The inputs, a few (B, D, L) tensors and one (B, D, N) state per chunk; never a (B, D, L, N) tensor.
     batch, channels, length, state = 1, 4, 512, 16
     assert max(saved) <= max(batch * channels, batch * state) * length
-    assert sum(saved) < batch * channels * length * state / 2
+    assert sum(saved) <= 2 * sum(t.numel() for t in inputs.values())
 
 
 @pytest.mark.parametrize(
