@@ -5,9 +5,9 @@ CPU rows (always):
 - selective scan, forward + backward at B = 1, D = 64, N = 16, L = 4096: the per-token loop
   (``selective_scan_loop_ref``) against the chunked reference (``selective_scan_ref``, the CPU
   implementation); outputs and gradients are compared first. Issue target: chunked >= 10x faster.
-- depthwise conv3d forward (and forward + backward) at B = 1, C = 32, 96^3, k = 3: PyTorch's conv3d in the
-  default layout, in ``channels_last_3d``, and ``depthwise_conv3d_ref`` on a default-layout input (which
-  converts internally).
+- depthwise conv3d forward at B = 1, C = 32, 96^3, k = 3 (and without ``--quick`` forward + backward at
+  64^3, k = 3 and 5): PyTorch's conv3d on a default-layout input, on a ``channels_last_3d`` input, and
+  ``depthwise_conv3d_ref`` on a default-layout input (which converts internally for k >= 5).
 
 GPU rows (only with a CUDA device and CuPy; otherwise the script says they were skipped): the CuPy
 kernels against the PyTorch references at realistic shapes (depthwise: B = 2, C 32..256, 32^3..128^3,
@@ -39,22 +39,29 @@ GB = 1e9
 def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and shapes (CPU part in ~2 minutes)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (default 1, as in the tests: stable timings)"
+    )
     parser.add_argument("--skip-gpu", action="store_true", help="do not run the GPU rows even with a GPU")
     return parser.parse_args(argv)
 
 
-def _best_of(fn: Callable[[], object], repeats: int, sync: Callable[[], None] = lambda: None) -> float:
-    """Minimum wall time of ``repeats`` calls after one warm-up call (seconds)."""
+# CPU rows use the process's CPU time: on a shared machine, wall time also counts the time spent waiting
+# for a core (which inflates the many-small-steps loop most). With one thread the two agree on an idle machine.
+CPU_CLOCK = time.process_time
+
+
+def _best_of(fn: Callable[[], object], repeats: int) -> float:
+    """Minimum CPU time of ``repeats`` calls after one warm-up call (seconds)."""
     fn()
-    sync()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        best = min(best, time.perf_counter() - start)
-    return best
+    return min(_timed(fn)[1] for _ in range(repeats))
+
+
+def _timed(fn: Callable[[], object]) -> tuple[object, float]:
+    """``(fn(), CPU seconds it took)``."""
+    start = CPU_CLOCK()
+    result = fn()
+    return result, CPU_CLOCK() - start
 
 
 def _row(cells: list[str], widths: list[int]) -> str:
@@ -96,11 +103,13 @@ def _scan_step(fn, inputs, **kwargs):
 def cpu_scan(quick: bool) -> list[list[str]]:
     batch, channels, length, state = 1, 64, 4096, 16
     inputs = _scan_inputs(batch, channels, length, state)
+    # The loop's first call is timed too: it has nothing to warm up (4096 tiny steps), and it is slow.
+    (out_l, grads_l), t_loop = _timed(lambda: _scan_step(kernels.selective_scan_loop_ref, inputs))
+    if not quick:
+        t_loop = min(t_loop, _best_of(lambda: _scan_step(kernels.selective_scan_loop_ref, inputs), 1))
     out_c, grads_c = _scan_step(kernels.selective_scan_ref, inputs)
-    out_l, grads_l = _scan_step(kernels.selective_scan_loop_ref, inputs)
     diff_out = (out_c - out_l).abs().max().item() / out_l.abs().max().item()
     diff_grad = max((a - b).abs().max().item() / b.abs().max().item() for a, b in zip(grads_c, grads_l))
-    t_loop = _best_of(lambda: _scan_step(kernels.selective_scan_loop_ref, inputs), 1 if quick else 3)
     t_chunk = _best_of(lambda: _scan_step(kernels.selective_scan_ref, inputs), 3 if quick else 10)
     shape = f"B={batch} D={channels} L={length} N={state}"
     return [
@@ -116,35 +125,38 @@ def cpu_scan(quick: bool) -> list[list[str]]:
 
 
 def cpu_depthwise(quick: bool) -> list[list[str]]:
-    channels, size, k = 32, 96, 3
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(1, channels, size, size, size, generator=g)
-    w = torch.randn(channels, 1, k, k, k, generator=g)
-    x_cl = x.contiguous(memory_format=torch.channels_last_3d)
-    repeats = 2 if quick else 5
-    shape = f"1x{channels}x{size}^3 k={k}"
-
-    def conv(inp):
-        return F.conv3d(inp, w, padding=k // 2, groups=channels)
-
+    cases = [(32, 96, 3, False)] + ([] if quick else [(32, 64, 3, True), (32, 64, 5, True)])
     rows = []
-    t_default = _best_of(lambda: conv(x), repeats)
-    for name, fn in [
-        ("conv3d default layout", lambda: conv(x)),
-        ("conv3d channels_last_3d", lambda: conv(x_cl)),
-        ("depthwise_conv3d_ref (default in/out)", lambda: kernels.depthwise_conv3d_ref(x, w)),
-    ]:
-        t = t_default if name.startswith("conv3d default") else _best_of(fn, repeats)
-        rows.append([f"depthwise fwd, {name}", shape, f"{t * 1e3:.1f}", f"{t_default / t:.1f}x", ""])
-    if not quick:
-        xg, xg_cl = x.clone().requires_grad_(), x_cl.clone().requires_grad_()
-        wg = w.clone().requires_grad_()
-        for name, fn in [
-            ("conv3d default layout", lambda: F.conv3d(xg, wg, padding=1, groups=channels).sum().backward()),
-            ("conv3d channels_last_3d", lambda: F.conv3d(xg_cl, wg, padding=1, groups=channels).sum().backward()),
-            ("depthwise_conv3d_ref (default in/out)", lambda: kernels.depthwise_conv3d_ref(xg, wg).sum().backward()),
-        ]:
-            rows.append([f"depthwise fwd+bwd, {name}", shape, f"{_best_of(fn, 1) * 1e3:.1f}", "", ""])
+    for channels, size, k, backward in cases:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(1, channels, size, size, size, generator=g, requires_grad=backward)
+        w = torch.randn(channels, 1, k, k, k, generator=g, requires_grad=backward)
+        x_cl = x.detach().contiguous(memory_format=torch.channels_last_3d).requires_grad_(backward)
+        shape = f"1x{channels}x{size}^3 k={k}"
+        kind = "fwd+bwd" if backward else "fwd"
+
+        def run(fn, inp, backward=backward, w=w):
+            if backward:
+                fn(inp, w).sum().backward()
+            else:
+                with torch.no_grad():
+                    fn(inp, w)
+
+        def conv(inp, weight, k=k, channels=channels):
+            return F.conv3d(inp, weight, padding=k // 2, groups=channels)
+
+        variants = [
+            ("conv3d, default layout", lambda: run(conv, x)),
+            ("conv3d, channels_last_3d input", lambda: run(conv, x_cl)),
+            ("depthwise_conv3d_ref, default layout", lambda: run(kernels.depthwise_conv3d_ref, x)),
+        ]
+        # Interleaved repeats, so that load on a shared machine affects every variant alike.
+        best = [float("inf")] * len(variants)
+        for _ in range(2 if quick else 3):
+            for i, (_, fn) in enumerate(variants):
+                best[i] = min(best[i], _timed(fn)[1])
+        for (name, _), t in zip(variants, best):
+            rows.append([f"depthwise {kind}, {name}", shape, f"{t * 1e3:.1f}", f"{best[0] / t:.1f}x", ""])
     return rows
 
 
@@ -236,29 +248,29 @@ def gpu_rows(quick: bool) -> list[list[str]]:
     for channels in ([96, 384] if quick else [96, 192, 384]):
         for length in lengths:
             inputs = _scan_inputs(2, channels, length, 16, device="cuda")
-            out_k, grads_k = _scan_step(lambda **kw: kernels.selective_scan(**kw, backend="cupy"), inputs)
-            out_t, grads_t = _scan_step(lambda **kw: kernels.selective_scan(**kw, backend="torch"), inputs)
+
+            def scan(backend, inputs=inputs):
+                return _scan_step(lambda **kw: kernels.selective_scan(**kw, backend=backend), inputs)
+
+            (out_k, grads_k), (out_t, grads_t) = scan("cupy"), scan("torch")
             err = max(_max_rel(out_k, out_t), *(_max_rel(a, b) for a, b in zip(grads_k, grads_t)))
             if err > 1e-3:
                 raise RuntimeError(f"selective scan kernels differ from the reference by {err:.2e}")
             moved = (5 * 2 * channels * length + 2 * 2 * 16 * length) * 4  # u, delta, z, out + grads; B, C
-            add("scan fwd+bwd", f"B=2 D={channels} L={length} N=16",
-                lambda: _scan_step(lambda **kw: kernels.selective_scan(**kw, backend="cupy"), inputs),
-                lambda: _scan_step(lambda **kw: kernels.selective_scan(**kw, backend="torch"), inputs), moved)  # fmt: skip
+            shape = f"B=2 D={channels} L={length} N=16"
+            add("scan fwd+bwd", shape, lambda scan=scan: scan("cupy"), lambda scan=scan: scan("torch"), moved)
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     print(f"medseg kernels benchmark: torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
           f"{platform.processor() or platform.machine()}{', quick' if args.quick else ''}")  # fmt: skip
     rows = cpu_scan(args.quick) + cpu_depthwise(args.quick)
-    _print_table("CPU (ms, best of repeats; speed-up against the first row of each op)",
+    _print_table("CPU (ms of process CPU time, best of repeats; speed-up against the first row of each group)",
                  ["op", "shape", "ms", "speed-up", "check"], rows)  # fmt: skip
-    has_gpu = torch.cuda.is_available() and kernels.resolve_backend("auto", torch.zeros(1, device="cuda")) == "cupy" \
-        if torch.cuda.is_available() else False  # fmt: skip
+    has_gpu = torch.cuda.is_available() and kernels.resolve_backend("auto", torch.zeros(1, device="cuda")) == "cupy"
     if args.skip_gpu or not has_gpu:
         reason = "--skip-gpu" if args.skip_gpu else "no CUDA device with CuPy here"
         print(f"\nGPU rows skipped ({reason}): depthwise, coupling and selective-scan kernels were not timed.")

@@ -170,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.device}, {what} of one training step above the model+input baseline"
     )
     print(f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, {platform.system()}")
-    print(f"| mode | blocks/stage | parameters | step peak (MiB) | step time (s) |")
-    print(f"|---|---:|---:|---:|---:|")
+    print("| mode | blocks/stage | parameters | step peak (MiB) | step time (s) |")
+    print("|---|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r['mode']} | {r['blocks_per_stage']} | {r['parameters']:,} | {r[unit]:.0f} | {r['seconds']:.1f} |"
@@ -185,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     verdict = "meets" if growth < 0.10 else "MISSES"
     print(f"reversible growth B={base} -> {2 * base}: {growth:+.1%} ({verdict} the < 10% target); plain: {plain_growth:+.1%}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"rows": rows, "ratios": ratios, "reversible_growth": growth}, f, indent=2)
+        from medseg.io.atomic import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps({"rows": rows, "ratios": ratios, "reversible_growth": growth}, indent=2))
     return 0
 
 

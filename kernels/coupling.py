@@ -113,7 +113,9 @@ def coupling_inverse(y: torch.Tensor, fy: torch.Tensor, backend: str = "auto") -
 def _check_in_place(name: str, a: torch.Tensor, b: torch.Tensor) -> None:
     check_coupling_args(name, a, b)
     if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
-        raise InputError(f"{name}: the in-place coupling is for recomputation under torch.no_grad(); use the out-of-place op")
+        raise InputError(
+            f"{name}: the in-place coupling is for recomputation under torch.no_grad(); use the out-of-place op"
+        )
 
 
 def coupling_forward_(x: torch.Tensor, fx: torch.Tensor, backend: str = "auto") -> torch.Tensor:

@@ -80,7 +80,9 @@ def coupling_cupy_(a: torch.Tensor, b: torch.Tensor, sign: float) -> torch.Tenso
         ``a``.
     """
     if not a.is_contiguous():
-        raise InputError(f"in-place coupling (cupy backend): the updated tensor must be contiguous (strides {a.stride()})")
+        raise InputError(
+            f"in-place coupling (cupy backend): the updated tensor must be contiguous (strides {a.stride()})"
+        )
     _, b = _prepare("coupling", a, b)
     launch_coupling(a, b, a, sign)
     return a

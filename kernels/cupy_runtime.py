@@ -9,6 +9,7 @@ bfloat16, which CuPy has no dtype for, works the same way); shapes are kernel ar
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -19,16 +20,37 @@ from medseg.errors import InputError
 from medseg.kernels.dispatch import import_cupy
 
 KERNEL_DIR = Path(__file__).resolve().parent
-NVRTC_OPTIONS = ("--std=c++17", f"-I{KERNEL_DIR}")
+NVRTC_OPTIONS = ("--std=c++17",)
+_LOCAL_INCLUDE = re.compile(r'^#include "([\w.]+\.cuh)"[ \t]*$', flags=re.MULTILINE)
 
 # Storage type names in the .cu files (see common.cuh) for each supported torch dtype.
 KERNEL_TYPES = {torch.float32: "float", torch.float16: "f16", torch.bfloat16: "bf16"}
 
 
+def kernel_source(source: str) -> str:
+    """The text of ``source`` with its local ``#include "*.cuh"`` lines replaced by the headers' text.
+
+    Inlining keeps CuPy's on-disk compile cache (keyed by the source text) from reusing a binary built
+    against an older header.
+
+    Args:
+        source: file name of a ``.cu`` file in :data:`KERNEL_DIR`.
+
+    Returns:
+        Self-contained CUDA C++ source.
+    """
+
+    def header(match: re.Match) -> str:
+        text = (KERNEL_DIR / match.group(1)).read_text()
+        return "\n".join(line for line in text.splitlines() if line.strip() != "#pragma once")
+
+    return _LOCAL_INCLUDE.sub(header, (KERNEL_DIR / source).read_text())
+
+
 @functools.cache
 def _module(device_index: int, source: str, name_expressions: tuple[str, ...]):
     cupy = import_cupy()
-    code = (KERNEL_DIR / source).read_text()
+    code = kernel_source(source)
     with cupy.cuda.Device(device_index):
         module = cupy.RawModule(code=code, options=NVRTC_OPTIONS, name_expressions=name_expressions)
         module.compile()
@@ -48,10 +70,25 @@ def get_kernel(device: torch.device, source: str, name: str, name_expressions: I
         A ``cupy.RawKernel``.
     """
     expressions = tuple(sorted(set(name_expressions or ()) | {name}))
-    return _module(device.index if device.index is not None else torch.cuda.current_device(), source, expressions).get_function(name)
+    return _module(_device_index(device), source, expressions).get_function(name)
 
 
-def launch(kernel, device: torch.device, grid: Sequence[int], block: Sequence[int], args: Sequence, shared_mem: int = 0) -> None:
+def _device_index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def _current_stream(cupy, index: int):
+    """PyTorch's current stream on device ``index`` as a CuPy stream (a context manager)."""
+    torch_stream = torch.cuda.current_stream(index)
+    from_external = getattr(cupy.cuda.Stream, "from_external", None)  # CuPy >= 14: the CUDA stream protocol
+    if from_external is not None:
+        return from_external(torch_stream)
+    return cupy.cuda.ExternalStream(torch_stream.cuda_stream, index)
+
+
+def launch(
+    kernel, device: torch.device, grid: Sequence[int], block: Sequence[int], args: Sequence, shared_mem: int = 0
+) -> None:
     """Launch ``kernel`` on PyTorch's current stream of ``device``.
 
     Args:
@@ -63,10 +100,9 @@ def launch(kernel, device: torch.device, grid: Sequence[int], block: Sequence[in
         shared_mem: bytes of dynamic shared memory.
     """
     cupy = import_cupy()
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    with cupy.cuda.Device(index):
-        stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(index).cuda_stream, index)
-        kernel(tuple(grid), tuple(block), tuple(args), shared_mem=shared_mem, stream=stream)
+    index = _device_index(device)
+    with cupy.cuda.Device(index), _current_stream(cupy, index):
+        kernel(tuple(grid), tuple(block), tuple(args), shared_mem=shared_mem)
 
 
 def ptr(t: torch.Tensor | None) -> np.uint64:
@@ -91,7 +127,9 @@ def f32(v: float) -> np.float32:
     return np.float32(v)
 
 
-def new_output(shape: Sequence[int], like: torch.Tensor, dtype: torch.dtype | None = None, poison: bool = False) -> torch.Tensor:
+def new_output(
+    shape: Sequence[int], like: torch.Tensor, dtype: torch.dtype | None = None, poison: bool = False
+) -> torch.Tensor:
     """An output buffer the kernel must fill completely.
 
     Args:

@@ -27,7 +27,8 @@ def name_expressions(dtype: torch.dtype, k: int, stride: int) -> tuple[str, ...]
 
 def all_name_expressions() -> list[str]:
     """Every instantiation the backend can use (for compile checks)."""
-    return [e for dtype in rt.KERNEL_TYPES for k in KERNEL_SIZES for s in STRIDES for e in name_expressions(dtype, k, s)]
+    combos = [(dtype, k, s) for dtype in rt.KERNEL_TYPES for k in KERNEL_SIZES for s in STRIDES]
+    return [e for combo in combos for e in name_expressions(*combo)]
 
 
 def _launch(kind: str, like: torch.Tensor, k: int, stride: int, tiled_sizes, pointers, sizes) -> None:
@@ -49,27 +50,35 @@ def _check_launch_limits(x: torch.Tensor) -> None:
         )
 
 
-def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, poison: bool = False) -> torch.Tensor:
+def forward(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, poison: bool = False
+) -> torch.Tensor:
     """Launch ``dw_forward``: ``(B, C, D, H, W)`` to ``(B, C, D', H', W')`` in ``x``'s dtype."""
     k = weight.shape[-1]
     out_sizes = tuple(output_size(s, stride) for s in x.shape[2:])
     y = rt.new_output((*x.shape[:2], *out_sizes), x, poison=poison)
-    _launch("dw_forward", x, k, stride, out_sizes, (rt.ptr(x), rt.ptr(weight), rt.ptr(bias), rt.ptr(y)), (*x.shape[2:], *out_sizes))
+    pointers = (rt.ptr(x), rt.ptr(weight), rt.ptr(bias), rt.ptr(y))
+    _launch("dw_forward", x, k, stride, out_sizes, pointers, (*x.shape[2:], *out_sizes))
     return y
 
 
-def grad_input(grad_y: torch.Tensor, weight: torch.Tensor, in_sizes: tuple[int, int, int], stride: int, poison: bool = False) -> torch.Tensor:
+def grad_input(
+    grad_y: torch.Tensor, weight: torch.Tensor, in_sizes: tuple[int, int, int], stride: int, poison: bool = False
+) -> torch.Tensor:
     """Launch ``dw_grad_input``: the gradient of ``x`` from the gradient of the output."""
     k = weight.shape[-1]
     gx = rt.new_output((*grad_y.shape[:2], *in_sizes), grad_y, poison=poison)
-    _launch("dw_grad_input", grad_y, k, stride, in_sizes, (rt.ptr(grad_y), rt.ptr(weight), rt.ptr(gx)), (*in_sizes, *grad_y.shape[2:]))
+    pointers = (rt.ptr(grad_y), rt.ptr(weight), rt.ptr(gx))
+    _launch("dw_grad_input", grad_y, k, stride, in_sizes, pointers, (*in_sizes, *grad_y.shape[2:]))
     return gx
 
 
 def grad_weight(x: torch.Tensor, grad_y: torch.Tensor, k: int, stride: int) -> torch.Tensor:
     """Launch ``dw_grad_weight``: the float32 gradient ``(C, 1, k, k, k)`` of the filters."""
     gw = torch.zeros((x.shape[1], 1, k, k, k), dtype=torch.float32, device=x.device)
-    _launch("dw_grad_weight", x, k, stride, tuple(grad_y.shape[2:]), (rt.ptr(x), rt.ptr(grad_y), rt.ptr(gw)), (*x.shape[2:], *grad_y.shape[2:]))
+    out_sizes = tuple(grad_y.shape[2:])
+    pointers = (rt.ptr(x), rt.ptr(grad_y), rt.ptr(gw))
+    _launch("dw_grad_weight", x, k, stride, out_sizes, pointers, (*x.shape[2:], *out_sizes))
     return gw
 
 

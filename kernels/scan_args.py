@@ -106,9 +106,8 @@ def check_scan_args(
     if bad:
         raise InputError(f"selective_scan: tensors must be real floating point: {', '.join(bad)}")
     if len({t.device for _, t in present}) > 1:
-        raise InputError(
-            "selective_scan: all tensors must be on one device, got " + ", ".join(f"{n} on {t.device}" for n, t in present)
-        )
+        where = ", ".join(f"{n} on {t.device}" for n, t in present)
+        raise InputError(f"selective_scan: all tensors must be on one device, got {where}")
     return shape
 
 

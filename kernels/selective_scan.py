@@ -96,7 +96,7 @@ def selective_scan_ref(
     """
     shape = check_scan_args(u, delta, A, B, C, D, z, delta_bias)
     if chunk_len is None:
-        chunk_len = default_chunk_len(shape.batch, shape.channels, shape.state, shape.length)
+        chunk_len = default_chunk_len(shape.batch, shape.channels, shape.state, shape.length, u.is_cuda)
     if isinstance(chunk_len, bool) or not isinstance(chunk_len, int) or chunk_len < 1:
         raise InputError(f"selective_scan_ref: chunk_len must be a positive integer, got {chunk_len!r}")
     uc, dt, Ac, Bc, Cc = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)

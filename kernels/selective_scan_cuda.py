@@ -112,9 +112,11 @@ class SelectiveScanFunction(torch.autograd.Function):
         y = rt.new_output(u.shape, u, f32, poison)
         fwd = geo.kernels["scan_fwd_chunk"]
         common = (rt.ptr(u), rt.ptr(dt), rt.ptr(A), rt.ptr(Bc), rt.ptr(Cc))
-        rt.launch(fwd, u.device, geo.grid, geo.block, (*common, rt.ptr(None), rt.ptr(None), rt.ptr(h_end), rt.ptr(decay), *geo.sizes))
+        local = (rt.ptr(None), rt.ptr(None), rt.ptr(h_end), rt.ptr(decay))  # from zero; no y
+        rt.launch(fwd, u.device, geo.grid, geo.block, (*common, *local, *geo.sizes))
         _carry(geo, u, decay, h_end, h_in, None, last, reverse=False)
-        rt.launch(fwd, u.device, geo.grid, geo.block, (*common, rt.ptr(h_in), rt.ptr(y), rt.ptr(h_end), rt.ptr(None), *geo.sizes))
+        final = (rt.ptr(h_in), rt.ptr(y), rt.ptr(h_end), rt.ptr(None))  # from the true states; writes y
+        rt.launch(fwd, u.device, geo.grid, geo.block, (*common, *final, *geo.sizes))
         ctx.save_for_backward(u, dt, A, Bc, Cc, h_in)
         ctx.poison = poison
         return y, last

@@ -194,6 +194,9 @@ class TrainConfig:
         cache: keep the deterministic part of each training case's preprocessing in memory.
         nonfinite_patience: stop with an error after this many consecutive non-finite losses.
         max_steps: stop (with a checkpoint) after this many optimiser steps in total; ``None`` = no limit.
+        max_minutes: wall-clock budget of one call of ``train``, in minutes: an epoch is started only when the
+            time used so far plus the longest epoch so far fits in it (the first epoch always runs); the run
+            then ends with its checkpoint and model folder, resumable. ``None`` = no limit.
         progress: show a progress bar.
     """
 
@@ -230,6 +233,7 @@ class TrainConfig:
     cache: bool = False
     nonfinite_patience: int = 5
     max_steps: int | None = None
+    max_minutes: float | None = None
     progress: bool = True
 
     def validate(self) -> TrainConfig:
@@ -256,6 +260,8 @@ class TrainConfig:
             raise ConfigError(f"fold must be in 0..{self.n_folds - 1} for n_folds={self.n_folds}, got {self.fold}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"lr must be a positive number, got {self.lr}")
+        if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
+            raise ConfigError(f"max_minutes must be a positive number or null, got {self.max_minutes}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ConfigError(f"grad_clip must be positive or null, got {self.grad_clip}")
         if not 0.0 <= self.val_overlap < 1.0:

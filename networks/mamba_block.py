@@ -168,12 +168,12 @@ class MambaBlock(nn.Module):
         out = kernels.selective_scan(
             tokens,
             delta,
-            -torch.exp(self.A_log.float()),
+            -torch.exp(_at_least_float32(self.A_log)),
             b.contiguous(),
             c.contiguous(),
-            D=self.D.float(),
+            D=_at_least_float32(self.D),
             z=gates,
-            delta_bias=self.dt_bias.float(),
+            delta_bias=_at_least_float32(self.dt_bias),
             delta_softplus=True,
             backend=self.backend,
         )
@@ -198,3 +198,8 @@ class MambaBlock(nn.Module):
         u, z = xz.chunk(2, dim=1)  # (B, E, *S) each
         out = self.out_proj(self.scan(u, z).flatten(2).transpose(1, 2))  # (B, L, C)
         return x + out.transpose(1, 2).reshape(x.shape)
+
+
+def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 if it is in a lower precision (the SSM parameters, as in Mamba), else unchanged."""
+    return t if t.dtype == torch.float64 else t.float()

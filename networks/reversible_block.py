@@ -124,24 +124,26 @@ class ReversibleBlock(nn.Module):
     Args:
         f: module mapping ``(B, C/2, *S)`` to the same shape (the ``F`` above).
         g: module mapping ``(B, C/2, *S)`` to the same shape (the ``G`` above).
+        backend: kernel backend of the coupling ops (``"auto"``, ``"cupy"``, ``"torch"``).
     """
 
-    def __init__(self, f: nn.Module, g: nn.Module) -> None:
+    def __init__(self, f: nn.Module, g: nn.Module, backend: str = "auto") -> None:
         super().__init__()
         self.f = f
         self.g = g
+        self.backend = backend
 
     def forward_pair(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The block on split halves: ``(x1, x2) -> (y1, y2)``, each ``(B, C/2, *S)``."""
         # Casting keeps the halves in one dtype where autocast returns F or G in another.
-        y1 = kernels.coupling_forward(x1, self.f(x2).to(x1.dtype))
-        y2 = kernels.coupling_forward(x2, self.g(y1).to(x2.dtype))
+        y1 = kernels.coupling_forward(x1, self.f(x2).to(x1.dtype), backend=self.backend)
+        y2 = kernels.coupling_forward(x2, self.g(y1).to(x2.dtype), backend=self.backend)
         return y1, y2
 
     def inverse_pair(self, y1: torch.Tensor, y2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The inverse on split halves: ``(y1, y2) -> (x1, x2)``, each ``(B, C/2, *S)``."""
-        x2 = kernels.coupling_inverse(y2, self.g(y1).to(y2.dtype))
-        x1 = kernels.coupling_inverse(y1, self.f(x2).to(y1.dtype))
+        x2 = kernels.coupling_inverse(y2, self.g(y1).to(y2.dtype), backend=self.backend)
+        x1 = kernels.coupling_inverse(y1, self.f(x2).to(y1.dtype), backend=self.backend)
         return x1, x2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -175,7 +177,7 @@ class ReversibleBlock(nn.Module):
             g_out = self.g(y1_leaf).to(y2.dtype)
         g_grads = _grad(g_out, [y1_leaf, *g_params], dy2)
         with torch.no_grad():
-            x2 = kernels.coupling_inverse(y2, g_out.detach())
+            x2 = kernels.coupling_inverse(y2, g_out.detach(), backend=self.backend)
         del g_out
         dz1 = dy1 if g_grads[0] is None else dy1 + g_grads[0]
         with torch.enable_grad():
@@ -183,7 +185,7 @@ class ReversibleBlock(nn.Module):
             f_out = self.f(x2_leaf).to(y1.dtype)
         f_grads = _grad(f_out, [x2_leaf, *f_params], dz1)
         with torch.no_grad():
-            x1 = kernels.coupling_inverse(y1, f_out.detach())
+            x1 = kernels.coupling_inverse(y1, f_out.detach(), backend=self.backend)
         del f_out
         dx2 = dy2 if f_grads[0] is None else dy2 + f_grads[0]
         # list(self.parameters()) lists f's parameters, then g's (registration order).
@@ -290,7 +292,7 @@ def make_reversible_sequence(
         norm: ``"instance"`` or ``"group"``.
         num_groups: groups for group norm.
         reversible: use the memory-saving backward pass.
-        backend: kernel backend of the 3D depthwise convolution.
+        backend: kernel backend of the 3D depthwise convolution and of the couplings.
 
     Returns:
         The :class:`ReversibleSequence`.
@@ -308,7 +310,7 @@ def make_reversible_sequence(
     def bottleneck() -> InvertedBottleneck:
         return InvertedBottleneck(spatial_dims, half, expansion, kernel_size, norm, num_groups, backend, scale)
 
-    blocks = [ReversibleBlock(bottleneck(), bottleneck()) for _ in range(num_blocks)]
+    blocks = [ReversibleBlock(bottleneck(), bottleneck(), backend) for _ in range(num_blocks)]
     return ReversibleSequence(blocks, reversible=reversible)
 
 

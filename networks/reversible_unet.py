@@ -67,7 +67,8 @@ class ReversibleUNet(SegmentationNetwork):
         norm: ``"instance"`` or ``"group"`` (batch norm is refused: recomputation would update it twice).
         num_groups: groups for ``norm="group"``.
         reversible: rebuild activations in the backward pass (``False`` builds the plain-autograd twin).
-        kernel_backend: backend of the depthwise convolution kernel (``"auto"``, ``"cupy"``, ``"torch"``).
+        kernel_backend: backend of the depthwise convolution and coupling kernels (``"auto"``, ``"cupy"``,
+            ``"torch"``).
 
     Raises:
         ConfigError: fewer than two levels, an odd channel count, a bad ``blocks_per_stage`` list,

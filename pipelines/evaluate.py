@@ -8,6 +8,10 @@ and for the Synapse names ``imgNNNN``/``labelNNNN`` just the digits ``NNNN``. Pr
 pair by case id; a reference without prediction and a prediction without reference are errors that list
 the cases, unless ``missing="empty"`` scores a missing prediction as an empty one.
 
+TransUNet's test volumes (``case0001.npy.h5``) count as label files too: their ``label`` dataset is read
+(``medseg.io.load_volume(path, dataset="label")``, identity geometry), so ``medseg segment``'s
+``case0001.nii.gz`` pairs with ``case0001.npy.h5``. Distances are then in voxels (1 mm), as in TransUNet.
+
 Every pair must share a geometry (shape and affine): nothing is resampled. The spacing comes from the
 reference header. Results are written only after every case has been evaluated, atomically.
 """
@@ -29,7 +33,7 @@ import numpy as np
 from medseg import __version__
 from medseg.data.spec import BUILTIN_SPECS, DatasetSpec
 from medseg.errors import ConfigError, InputError, unknown_choice
-from medseg.io import atomic_write_text, load_volume
+from medseg.io import Volume, atomic_write_text, is_transunet_h5_path, load_volume, transunet_h5_stem
 from medseg.metrics import (
     DEFAULT_NSD_TOLERANCE_MM,
     METRIC_NAMES,
@@ -131,12 +135,12 @@ def case_id_of(path: str | os.PathLike) -> str:
     """The case id of a label file name (see the module docstring for the rules).
 
     Args:
-        path: a ``.nii`` or ``.nii.gz`` file path.
+        path: a ``.nii``, ``.nii.gz`` or TransUNet ``.npy.h5`` file path.
 
     Returns:
         For example ``"BraTS2021_00000"`` for ``BraTS2021_00000_seg.nii.gz``, ``"BraTS-GLI-00000-000"`` for
         ``BraTS-GLI-00000-000-seg.nii.gz``, ``"0001"`` for ``label0001.nii.gz`` and ``img0001.nii.gz``,
-        ``"case_7"`` for ``case_7.nii.gz``.
+        ``"case_7"`` for ``case_7.nii.gz``, ``"case0001"`` for ``case0001.npy.h5``.
     """
     stem = _SEG_SUFFIX.sub("", _stem(Path(path)))
     synapse = _SYNAPSE_NAME.match(stem)
@@ -153,18 +157,18 @@ def find_label_files(folder: str | os.PathLike) -> dict[str, Path]:
         case id -> file, sorted by case id. When any file ends in ``_seg``/``-seg``, only those.
 
     Raises:
-        InputError: if the folder holds no NIfTI file, or two files give the same case id.
+        InputError: if the folder holds no NIfTI or ``.npy.h5`` file, or two files give the same case id.
     """
     root = Path(folder)
     candidates = sorted(
         path
         for path in root.rglob("*")
-        if _is_nifti(path)
+        if _is_label_file(path)
         and path.is_file()
         and not any(part.startswith(".") for part in path.relative_to(root).parts)
     )
     if not candidates:
-        raise InputError(f"{root}: no .nii or .nii.gz files found")
+        raise InputError(f"{root}: no .nii, .nii.gz or .npy.h5 files found")
     segmentations = [path for path in candidates if _SEG_SUFFIX.search(_stem(path))]
     files: dict[str, Path] = {}
     for path in segmentations or candidates:
@@ -200,8 +204,8 @@ def pair_cases(
     for what, path in (("prediction", pred_path), ("reference", ref_path)):
         if not path.exists():
             raise InputError(f"{path}: {what} not found")
-        if path.is_file() and not _is_nifti(path):
-            raise InputError(f"{path}: {what} is not a .nii or .nii.gz file")
+        if path.is_file() and not _is_label_file(path):
+            raise InputError(f"{path}: {what} is not a .nii, .nii.gz or TransUNet .npy.h5 file")
     if pred_path.is_file() and ref_path.is_file():
         return [CasePair(case_id_of(ref_path), ref_path, pred_path)]
     if pred_path.is_file() or ref_path.is_file():
@@ -271,11 +275,11 @@ def evaluate_pairs(
     brats = _BratsRelease() if settings.dataset == "brats" else None
     rows: list[dict[str, object]] = []
     for pair in pairs:
-        reference = load_volume(pair.reference)
+        reference = load_label_volume(pair.reference)
         if pair.prediction is None:
             predicted = np.zeros_like(reference.array)
         else:
-            prediction = load_volume(pair.prediction)
+            prediction = load_label_volume(pair.prediction)
             prediction.geometry.require_match(
                 reference.geometry, f"case {pair.case_id!r}: prediction {pair.prediction} vs reference {pair.reference}"
             )
@@ -484,18 +488,30 @@ def _json_safe(row: Mapping[str, object]) -> dict[str, object]:
     return {key: None if isinstance(value, float) and math.isnan(value) else value for key, value in row.items()}
 
 
-def _is_nifti(path: Path) -> bool:
+def load_label_volume(path: Path) -> Volume:
+    """Load a label file: a NIfTI label map, or the ``label`` dataset of a TransUNet ``.npy.h5`` volume.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The label map ``(I, J, K)`` with its geometry.
+    """
+    return load_volume(path, dataset="label" if is_transunet_h5_path(path) else None)
+
+
+def _is_label_file(path: Path) -> bool:
     name = path.name.lower()
-    return name.endswith(".nii") or name.endswith(".nii.gz")
+    return name.endswith(".nii") or name.endswith(".nii.gz") or is_transunet_h5_path(path)
 
 
 def _stem(path: Path) -> str:
-    """The file name without ``.nii.gz`` or ``.nii`` (any case)."""
+    """The file name without ``.nii.gz``, ``.nii``, ``.npy.h5`` or ``.h5`` (any case)."""
     name = path.name
     for extension in (".nii.gz", ".nii"):
         if name.lower().endswith(extension):
             return name[: -len(extension)]
-    return name
+    return transunet_h5_stem(name) or name
 
 
 def _listing(case_ids: Sequence[str], limit: int = 10) -> str:

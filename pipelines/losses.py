@@ -10,7 +10,7 @@ downsampled by nearest neighbour, with weights ``1, 1/2, 1/4, ...`` normalised t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,9 @@ class SegmentationLoss(nn.Module):
         dice_batch: compute Dice over the whole batch (more stable with patches that miss a class) instead of
             per sample.
         smooth: additive smoothing of the Dice numerator and denominator.
+        batch_sum: with ``dice_batch``, applied to the per-channel sums of this process's batch before the
+            ratio, e.g. :meth:`medseg.pipelines.distributed.DistributedContext.global_batch_sum` so that
+            data-parallel processes compute the Dice of the whole global batch; ``None``: this batch only.
 
     Raises:
         ConfigError: unknown activation or negative weights.
@@ -41,6 +44,7 @@ class SegmentationLoss(nn.Module):
         ce_weight: float = 1.0,
         dice_batch: bool = True,
         smooth: float = 1e-5,
+        batch_sum: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         if activation not in ("softmax", "sigmoid"):
@@ -52,6 +56,7 @@ class SegmentationLoss(nn.Module):
         self.ce_weight = float(ce_weight)
         self.dice_batch = bool(dice_batch)
         self.smooth = float(smooth)
+        self.batch_sum = batch_sum
 
     def forward(self, outputs: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         """Compute the loss.
@@ -97,7 +102,7 @@ class SegmentationLoss(nn.Module):
             onehot = F.one_hot(indices, logits.shape[1]).movedim(-1, 1).to(probs.dtype)
             # Dice over the foreground classes, as nnU-Net does; a single-channel output keeps its channel.
             start = 1 if logits.shape[1] > 1 else 0
-            dice = soft_dice_loss(probs[:, start:], onehot[:, start:], self.dice_batch, self.smooth)
+            dice = soft_dice_loss(probs[:, start:], onehot[:, start:], self.dice_batch, self.smooth, self.batch_sum)
             ce = F.cross_entropy(logits, indices)
         else:
             if target.shape[1] != logits.shape[1]:
@@ -106,12 +111,18 @@ class SegmentationLoss(nn.Module):
                     f"got logits {tuple(logits.shape)}, target {tuple(target.shape)}"
                 )
             target = target.float()
-            dice = soft_dice_loss(torch.sigmoid(logits), target, self.dice_batch, self.smooth)
+            dice = soft_dice_loss(torch.sigmoid(logits), target, self.dice_batch, self.smooth, self.batch_sum)
             ce = F.binary_cross_entropy_with_logits(logits, target)
         return self.dice_weight * dice + self.ce_weight * ce
 
 
-def soft_dice_loss(probs: torch.Tensor, target: torch.Tensor, batch: bool, smooth: float) -> torch.Tensor:
+def soft_dice_loss(
+    probs: torch.Tensor,
+    target: torch.Tensor,
+    batch: bool,
+    smooth: float,
+    batch_sum: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
     """``1 - mean_c (2 |P.G| + s) / (|P| + |G| + s)``.
 
     Args:
@@ -119,6 +130,8 @@ def soft_dice_loss(probs: torch.Tensor, target: torch.Tensor, batch: bool, smoot
         target: binary masks ``(B, C, *S)``.
         batch: sum over the batch before the ratio (one Dice per channel) instead of one per sample and channel.
         smooth: the additive smoothing ``s``.
+        batch_sum: with ``batch``, maps the ``(C,)`` sums of this batch to those of a larger one (the global
+            batch of data-parallel training) before the ratio.
 
     Returns:
         The scalar loss.
@@ -128,6 +141,10 @@ def soft_dice_loss(probs: torch.Tensor, target: torch.Tensor, batch: bool, smoot
         dims = (0, *dims)
     intersection = (probs * target).sum(dims)
     denominator = probs.sum(dims) + target.sum(dims)
+    if batch and batch_sum is not None:
+        # One collective for both sums.
+        both = batch_sum(torch.stack([intersection, denominator]))
+        intersection, denominator = both[0], both[1]
     return 1.0 - ((2.0 * intersection + smooth) / (denominator + smooth)).mean()
 
 

@@ -88,6 +88,8 @@ def load_model_config(path: str | os.PathLike) -> ModelConfig:
         data = json.loads(config_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{config_path} is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise InputError(f"{config_path} is nested too deeply to be a model configuration") from exc
     config = ModelConfig.from_dict(data, source=str(config_path))
     from medseg.networks import get_info
 
@@ -146,12 +148,25 @@ def load_model_folder(path: str | os.PathLike, device: str | torch.device = "cpu
     if not weights_path.is_file():
         raise InputError(f"model folder {folder}: {WEIGHTS_NAME} is missing")
     try:
+        shapes = weight_shapes(weights_path)
+        # Build on the meta device first: a config.json declaring absurd sizes is refused by comparing
+        # shapes with the weights file before a single parameter is allocated.
+        with torch.device("meta"):
+            check_weights_fit(build_network(model_config).state_dict(), shapes, source=str(weights_path))
         weights = load_file(str(weights_path), device="cpu")
     except (SafetensorError, OSError) as exc:
         raise InputError(f"model folder {folder}: cannot read {WEIGHTS_NAME}: {exc}") from exc
     model = build_network(model_config)
     load_weights(model, weights, source=str(weights_path))
     return model.to(device).eval(), model_config
+
+
+def weight_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """The tensor shapes stored in a safetensors file, read from its header without loading any data."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        return {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
 
 
 def load_weights(model: nn.Module, weights: Mapping[str, torch.Tensor], source: str) -> None:
@@ -165,11 +180,27 @@ def load_weights(model: nn.Module, weights: Mapping[str, torch.Tensor], source: 
     Raises:
         InputError: missing, unexpected or wrongly shaped tensors (the message lists a few).
     """
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
+    check_weights_fit(model.state_dict(), {k: tuple(v.shape) for k, v in weights.items()}, source)
+    model.load_state_dict(dict(weights), strict=True)
+
+
+def check_weights_fit(
+    expected: Mapping[str, torch.Tensor], shapes: Mapping[str, tuple[int, ...]], source: str
+) -> None:
+    """Require exactly the expected keys with the expected shapes.
+
+    Args:
+        expected: the network's state dict (tensors may live on the meta device).
+        shapes: name -> shape of the stored tensors.
+        source: the weights file, for error messages.
+
+    Raises:
+        InputError: missing, unexpected or wrongly shaped tensors (the message lists a few).
+    """
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
     wrong_shape = sorted(
-        name for name in set(expected) & set(weights) if tuple(expected[name].shape) != tuple(weights[name].shape)
+        name for name in set(expected) & set(shapes) if tuple(expected[name].shape) != tuple(shapes[name])
     )
     if missing or unexpected or wrong_shape:
         parts = []
@@ -178,4 +209,3 @@ def load_weights(model: nn.Module, weights: Mapping[str, torch.Tensor], source: 
                 shown = ", ".join(names[:5]) + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")
                 parts.append(f"{label}: {shown}")
         raise InputError(f"{source} does not fit the configured network; " + "; ".join(parts))
-    model.load_state_dict(dict(weights), strict=True)

@@ -70,6 +70,11 @@ CHANNEL_NAMES: Mapping[str, str] = {
 DEFAULT_NAMES: Mapping[str, str] = {
     "brats2021": "BraTS2021", "brats2023": "BraTS2023", "synapse": "Synapse", "nnunet": "Converted",
 }
+TRANSUNET_REFUSAL = (
+    "TransUNet's preprocessed Synapse folders cannot be converted to nnU-Net: the .npz slices and .npy.h5 volumes "
+    "carry no voxel spacing or orientation and are already intensity-rescaled; convert the raw Synapse folder "
+    "(RawData/Training/img, label) instead"
+)
 _DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
@@ -102,11 +107,7 @@ def label_plan(spec: DatasetSpec, source_json: Mapping[str, object] | None = Non
         InputError: TransUNet's preprocessed layout, or labels nnU-Net cannot use (not consecutive from 0).
     """
     if spec.name == TRANSUNET.name:
-        raise InputError(
-            "TransUNet's preprocessed Synapse folders cannot be converted to nnU-Net: the .npz slices and .npy.h5 "
-            "volumes carry no voxel spacing or orientation and are already intensity-rescaled; convert the raw "
-            "Synapse folder (RawData/Training/img, label) instead"
-        )
+        raise InputError(TRANSUNET_REFUSAL)
     if spec.name in BRATS_TO_NNUNET:
         return LabelPlan(
             labels={k: (list(v) if isinstance(v, list) else v) for k, v in NNUNET_BRATS_LABELS.items()},
@@ -237,6 +238,8 @@ def convert_to_nnunet(
     """
     root = Path(dataset_dir)
     spec = detect(root)
+    if spec.name == TRANSUNET.name:
+        raise InputError(f"{root}: {TRANSUNET_REFUSAL}")
     source_json = None
     if spec.name == "nnunet":
         source_json = json.loads((root / "dataset.json").read_text(encoding="utf-8"))

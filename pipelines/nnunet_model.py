@@ -6,11 +6,12 @@ interface of :class:`medseg.pipelines.segment.Segmenter`:
 
 1. load the case with :mod:`medseg.io` and reorder it as nnU-Net's reader would (``(z, y, x)``);
 2. nnU-Net's preprocessing from the plans (:mod:`medseg.pipelines.nnunet_preprocess`);
-3. medseg's sliding-window predictor with the configuration's patch, Gaussian blending and the run's
-   overlap (0.5 = nnU-Net's step 0.5), softmax or sigmoid, averaged over the folds (and over the mirrored
-   inputs nnU-Net allows, with ``tta``);
-4. probabilities resampled back, regions turned into labels by ``regions_class_order`` (softmax: argmax),
-   the crop and the transposes undone, and the label map written with the input's exact geometry.
+3. sliding-window logits with nnU-Net's window placement and Gaussian weights
+   (:mod:`medseg.pipelines.nnunet_windows`; overlap 0.5 = nnU-Net's step 0.5), averaged over the folds (and
+   over the mirrored inputs nnU-Net allows, with ``tta``);
+4. logits resampled back to the input grid, then softmax or sigmoid; regions turned into labels by
+   ``regions_class_order`` (softmax: argmax); the crop and the transposes undone, and the label map written
+   with the input's exact geometry.
 
 Labels are nnU-Net's values, except for datasets converted by ``medseg convert``: their ``dataset.json``
 records the source convention, and predictions are written back in it (BraTS 2021 ``1, 2, 3`` ->
@@ -44,11 +45,12 @@ from medseg.pipelines.nnunet_plans import (
 from medseg.pipelines.nnunet_preprocess import (
     from_nnunet_axes,
     preprocess,
-    restore_probabilities,
+    restore_logits,
     to_nnunet_axes,
     uncrop,
 )
-from medseg.pipelines.predictor import InferenceOptions, activate
+from medseg.pipelines.nnunet_windows import sliding_window_logits
+from medseg.pipelines.predictor import activate
 from medseg.pipelines.segment import (
     CaseResult,
     SegmentOptions,
@@ -186,7 +188,9 @@ class NnunetSegmenter:
         volume = self._load(case)
         data, spacing, change = to_nnunet_axes(volume.array, volume.geometry, self.plans.reader)
         prepared = preprocess(data, spacing, self.plans, self.configuration)
-        probabilities = restore_probabilities(self._predict(prepared.data), prepared, self.configuration)
+        logits = restore_logits(self._predict_logits(prepared.data), prepared, self.configuration)
+        probabilities = self._activate(logits)
+        del logits
         labels = from_nnunet_axes(self._transpose_back(uncrop(self._to_labels(probabilities), prepared, 0)), change)
         if self.options.keep_largest_component:
             labels = keep_largest_components(labels)
@@ -215,11 +219,11 @@ class NnunetSegmenter:
                              f"got {volume.array.shape[0]}")
         return volume
 
-    def _predict(self, data: np.ndarray) -> np.ndarray:
-        """Probabilities ``(H, *S)`` for preprocessed ``(C, *S)`` data.
+    def _predict_logits(self, data: np.ndarray) -> np.ndarray:
+        """Logits ``(H, *S)`` for preprocessed ``(C, *S)`` data.
 
         As in nnU-Net, logits are blended over windows and averaged over folds (and mirrored inputs with
-        ``tta``), and the softmax or sigmoid is applied once at the end.
+        ``tta``); the softmax or sigmoid comes after they are resampled back to the input grid.
         """
         image = torch.from_numpy(data).to(self.device)
         flips = self._mirror_sets() if self.options.inference.tta else [()]
@@ -231,16 +235,22 @@ class NnunetSegmenter:
                 logits = self._windowed(source)
                 logits = torch.flip(logits, [a + 1 for a in axes]) if axes else logits
                 total = logits if total is None else total + logits
-        logits = total / (len(self.weights) * len(flips))
+        return (total / (len(self.weights) * len(flips))).cpu().numpy()
+
+    def _activate(self, logits: np.ndarray) -> np.ndarray:
         activation = "sigmoid" if self.labels.region_based else "softmax"
-        return activate(logits[None], activation)[0].cpu().numpy()
+        return activate(torch.from_numpy(logits)[None], activation)[0].numpy()
 
     def _windowed(self, image: torch.Tensor) -> torch.Tensor:
         patch = self.configuration.patch_size
+        inference = self.options.inference
         if len(patch) == 3:
-            return predict_logits(self.network, image[None], patch, self.options.inference)[0]
-        # 2D configurations segment the slices along nnU-Net's first axis, several per batch.
-        return predict_logits(self.network, image.transpose(0, 1), patch, self.options.inference).transpose(0, 1)
+            batch = image[None]
+        else:  # 2D configurations segment the slices along nnU-Net's first axis
+            batch = image.transpose(0, 1)
+        logits = sliding_window_logits(self.network, batch, patch, inference.overlap, inference.batch_size,
+                                       inference.blend)
+        return logits[0] if len(patch) == 3 else logits.transpose(0, 1)
 
     def _mirror_sets(self) -> list[tuple[int, ...]]:
         if self.mirroring_axes is None:
@@ -269,32 +279,6 @@ class NnunetSegmenter:
         backward = self.plans.transpose_backward
         lead = array.ndim - 3
         return array.transpose(*range(lead), *[a + lead for a in backward])
-
-
-@torch.inference_mode()
-def predict_logits(
-    network: torch.nn.Module, batch: torch.Tensor, patch_size: Sequence[int], options: InferenceOptions
-) -> torch.Tensor:
-    """Sliding-window logits, blended over windows like medseg's predictor but before any activation.
-
-    Args:
-        network: takes ``(B, C, *patch_size)`` and returns logits ``(B, H, *patch_size)``.
-        batch: ``(B, C, *S)``; ``S`` has the rank of ``patch_size``.
-        patch_size: the window.
-        options: overlap (0.5 = nnU-Net's step 0.5), windows per forward pass and blending.
-
-    Returns:
-        float32 logits ``(B, H, *S)`` on ``batch``'s device.
-    """
-    from monai.inferers import sliding_window_inference
-
-    def forward(window: torch.Tensor) -> torch.Tensor:
-        return network(window).float()
-
-    return sliding_window_inference(
-        batch, roi_size=tuple(patch_size), sw_batch_size=options.batch_size, predictor=forward,
-        overlap=options.overlap, mode=options.blend,
-    )
 
 
 def parse_folds(values: Sequence[str] | None) -> tuple[str, ...] | None:

@@ -11,7 +11,7 @@ works in nnU-Net's order, following ``DefaultPreprocessor.run_case_npy``:
 4. resampling to the configuration's spacing (nnU-Net's resampler: order 3 for images, separate
    in-plane / through-plane resampling for anisotropic spacings).
 
-:func:`restore_probabilities` undoes 4 and 2 on predicted probabilities; the label conversion and step 1's
+:func:`restore_logits` and :func:`uncrop` undo 4 and 2 on predictions; the label conversion and step 1's
 inverse follow in :mod:`medseg.pipelines.nnunet_model`. nnU-Net's own cropping, normalisation and
 resampling functions are called, so the numbers are nnU-Net's.
 """
@@ -145,11 +145,11 @@ def preprocess(
     )
 
 
-def restore_probabilities(probabilities: np.ndarray, case: Preprocessed, configuration: NnunetConfiguration) -> np.ndarray:
-    """Resample predicted probabilities back to the cropped input grid (undoes step 4).
+def restore_logits(logits: np.ndarray, case: Preprocessed, configuration: NnunetConfiguration) -> np.ndarray:
+    """Resample predicted logits back to the cropped input grid (undoes step 4), as nnU-Net does before its softmax.
 
     Args:
-        probabilities: ``(H, *S)`` on the grid of ``case.data``.
+        logits: ``(H, *S)`` on the grid of ``case.data``.
         case: the preprocessing record.
         configuration: the configuration (its probability resampling options).
 
@@ -158,7 +158,7 @@ def restore_probabilities(probabilities: np.ndarray, case: Preprocessed, configu
     """
     resampling = require("nnunetv2.preprocessing.resampling.default_resampling", _FEATURE)
     out = resampling.resample_data_or_seg_to_shape(
-        probabilities, case.shape_after_cropping, case.target_spacing, case.spacing,
+        logits, case.shape_after_cropping, case.target_spacing, case.spacing,
         **configuration.resampling_probabilities,
     )
     return np.asarray(out, dtype=np.float32)

@@ -5,6 +5,12 @@ Training draws ``steps_per_epoch * batch_size`` samples per epoch. Sample ``p`` 
 order each pass), and its random augmentation is seeded with :func:`derive_seed` ``(seed, e, p)``. Nothing
 depends on what ran before, so a run resumed at any step draws exactly what an uninterrupted run would,
 whatever the number of data-loading workers.
+
+Data-parallel training splits each step's global batch of ``batch_size`` positions into ``N`` equal,
+consecutive blocks: process ``r`` of ``N`` takes positions ``step * batch_size + r * b + j``, ``j < b``, with
+``b = batch_size / N`` (:meth:`PatchSampler.position`). The ranks' blocks put together are exactly the batch one
+process would draw, so the number of processes changes neither the data nor its augmentation, and a run can
+be resumed with a different number of processes.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from medseg.errors import ConfigError
 
 # Stream tags: separate derived seeds for separate purposes, so that no two uses share a random stream.
 STREAM_ORDER = 1
@@ -69,13 +77,50 @@ class PatchSampler:
         order = np.random.default_rng(derive_seed(self.seed, STREAM_ORDER, epoch, cycle)).permutation(self.n_cases)
         return int(order[offset])
 
+    def local_batch_size(self, num_shards: int) -> int:
+        """Samples per step of each of ``num_shards`` data-parallel processes: ``batch_size / num_shards``.
+
+        Args:
+            num_shards: number of processes sharing each step's batch.
+
+        Raises:
+            ConfigError: ``batch_size`` is not a multiple of ``num_shards``.
+        """
+        if num_shards < 1 or self.batch_size % num_shards:
+            raise ConfigError(
+                f"batch_size {self.batch_size} cannot be split evenly over {num_shards} processes; "
+                f"use a multiple of {num_shards} (the batch size is global: {num_shards} processes with "
+                f"batch_size / {num_shards} samples each compute what one process with batch_size computes)"
+            )
+        return self.batch_size // num_shards
+
+    def position(self, step: int, index: int, shard: int = 0, num_shards: int = 1) -> int:
+        """The position within its epoch of sample ``index`` of process ``shard`` at step ``step``.
+
+        Args:
+            step: 0-based step within the epoch.
+            index: 0-based sample of this process's share of the step, ``< batch_size / num_shards``.
+            shard: the process's rank.
+            num_shards: number of processes sharing each step's batch.
+        """
+        local = self.local_batch_size(num_shards)
+        return step * self.batch_size + shard * local + index
+
     def sample_seed(self, epoch: int, position: int) -> int:
         """The seed of the random augmentation of sample ``position`` of ``epoch``."""
         return derive_seed(self.seed, STREAM_AUGMENT, epoch, position)
 
-    def step_seed(self, epoch: int, step: int) -> int:
-        """The seed of torch's generator for the forward/backward pass of a step (dropout, drop-path)."""
-        return derive_seed(self.seed, STREAM_STEP, epoch, step)
+    def step_seed(self, epoch: int, step: int, shard: int = 0) -> int:
+        """The seed of torch's generator for the forward/backward pass of a step (dropout, drop-path).
+
+        Args:
+            epoch: 0-based epoch.
+            step: 0-based step within the epoch.
+            shard: the data-parallel process's rank; each draws its own masks (rank 0 those of one process).
+        """
+        if shard == 0:
+            return derive_seed(self.seed, STREAM_STEP, epoch, step)
+        return derive_seed(self.seed, STREAM_STEP, epoch, step, shard)
 
 
 def seed_everything(seed: int) -> None:
@@ -90,7 +135,9 @@ def seed_everything(seed: int) -> None:
 
 
 class EpochSamples(Dataset):
-    """The samples of one epoch from a start step on, as a map-style dataset (item ``k`` = one sample).
+    """One process's samples of one epoch from a start step on, as a map-style dataset (item ``k`` = one sample).
+
+    Items come in step order, ``batch_size / num_shards`` per step (:meth:`PatchSampler.position`).
 
     Args:
         sampler: the run's plan.
@@ -99,6 +146,8 @@ class EpochSamples(Dataset):
         load_case: ``case_index -> dict`` giving a case's deterministic preprocessing (may be cached).
         augment: the random part of the preprocessing, a MONAI transform with ``set_random_state``
             (or any callable); returns a dict or a list of dicts (several patches of one case).
+        shard: this process's rank in data-parallel training.
+        num_shards: number of data-parallel processes (``batch_size`` must be a multiple of it).
     """
 
     def __init__(
@@ -108,18 +157,24 @@ class EpochSamples(Dataset):
         start_step: int,
         load_case: Callable[[int], Mapping[str, Any]],
         augment: Callable[[Any], Any],
+        shard: int = 0,
+        num_shards: int = 1,
     ) -> None:
         self.sampler = sampler
         self.epoch = epoch
-        self.start = start_step * sampler.batch_size
+        self.start_step = start_step
         self.load_case = load_case
         self.augment = augment
+        self.shard = shard
+        self.num_shards = num_shards
+        self.local_batch = sampler.local_batch_size(num_shards)
 
     def __len__(self) -> int:
-        return self.sampler.samples_per_epoch - self.start
+        return (self.sampler.steps_per_epoch - self.start_step) * self.local_batch
 
     def __getitem__(self, k: int) -> Any:
-        position = self.start + k
+        step, index = divmod(k, self.local_batch)
+        position = self.sampler.position(self.start_step + step, index, self.shard, self.num_shards)
         case = self.load_case(self.sampler.case_index(self.epoch, position))
         seed = self.sampler.sample_seed(self.epoch, position)
         # Transforms with their own generator (MONAI Randomizable) are reseeded; the global generators too,

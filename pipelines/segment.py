@@ -4,13 +4,15 @@ Per case: load (medseg.io, strict), the model's inference preset (orientation, s
 crop to the foreground box), sliding-window prediction with Gaussian blending, probabilities to labels
 (BraTS regions back to labels in the input's convention), inversion onto the input's exact voxel grid,
 then an atomic write with the input's geometry, checked before writing. A failing case in a folder run is
-reported and skipped; the run's exit code then says so.
+reported and skipped; the run's exit code then says so. An out-of-memory error during prediction is retried
+with one window per batch, then (on a GPU) on the CPU, with a warning (see :func:`out_of_memory_fallbacks`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io as _io
+import math
 import os
 import time
 import warnings
@@ -24,10 +26,13 @@ import torch
 
 from medseg.config import ModelConfig
 from medseg.errors import ConfigError, InputError, MedsegError, unknown_choice
+from medseg.pipelines.distributed import DistributedContext
 from medseg.pipelines.predictor import InferenceOptions, predict_probabilities
-from medseg.pipelines.segment_inputs import SegmentCase, find_cases
+from medseg.pipelines.segment_inputs import SegmentCase, find_cases, safe_case_id
 
 DEVICES = ("auto", "cpu", "cuda")
+MAX_WINDOW_VOXELS = 512**3
+"""Largest sliding window (voxels) a model config may ask for; more is a damaged or hostile file."""
 SEGMENT_NONFINITE = ("reject", "replace")
 """Non-finite voxel policies a segmentation accepts (``"keep"`` would let NaN reach the network)."""
 
@@ -46,6 +51,8 @@ class SegmentOptions:
             (NaN -> 0, +/-inf -> the largest/smallest finite value, with a warning; see docs/io.md).
         folds: nnU-Net results folders only: the folds to ensemble (``"0"``, ``"1"``, ... or ``"all"``);
             ``None`` takes every fold with a final checkpoint (see docs/nnunet.md).
+        allow_irregular: accept DICOM series with missing slices, duplicated positions or gantry tilt (their
+            exact, possibly sheared, affine is used); refused by default (see docs/io.md).
     """
 
     inference: InferenceOptions = field(default_factory=InferenceOptions)
@@ -55,6 +62,7 @@ class SegmentOptions:
     overwrite: bool = True
     nonfinite: str = "reject"
     folds: tuple[str, ...] | None = None
+    allow_irregular: bool = False
 
     def __post_init__(self) -> None:
         if self.nonfinite not in SEGMENT_NONFINITE:
@@ -85,6 +93,32 @@ class SegmentSummary:
         return [r for r in self.results if r.error is not None]
 
 
+def _naming_folder(exc: MedsegError, model_dir: str | os.PathLike) -> MedsegError:
+    """The same error, its message prefixed with the model folder unless it names it already."""
+    if str(model_dir) in str(exc):
+        return exc
+    return type(exc)(f"model folder {model_dir} (config.json): {exc}")
+
+
+def check_window(patch_size: list[int], model_dir: str | os.PathLike) -> None:
+    """Refuse a sliding window that is missing, not positive or absurdly large (a damaged or hostile config).
+
+    Args:
+        patch_size: the model's training patch, used as the window.
+        model_dir: the model folder, for the message.
+
+    Raises:
+        ConfigError: no window, a size below 1, or more than :data:`MAX_WINDOW_VOXELS` voxels.
+    """
+    if not patch_size:
+        raise ConfigError(f"{model_dir}: config.json has no patch_size (the sliding window)")
+    if any(int(n) < 1 for n in patch_size) or math.prod(int(n) for n in patch_size) > MAX_WINDOW_VOXELS:
+        raise ConfigError(
+            f"{model_dir}: config.json patch_size {list(patch_size)} is not a usable sliding window "
+            f"(every size >= 1, at most {MAX_WINDOW_VOXELS} voxels in all)"
+        )
+
+
 def resolve_device(device: str) -> torch.device:
     """``"auto"`` -> CUDA when available else CPU; ``"cuda"`` without a GPU is an error."""
     if device not in DEVICES:
@@ -110,11 +144,18 @@ class Segmenter:
 
         self.options = options or SegmentOptions()
         self.device = resolve_device(self.options.device)
-        self.model, self.config = load_model_folder(model_dir, device=self.device)
-        self.model.eval()
-        self.preset = inference_preset(self.config)
-        if not self.config.patch_size:
-            raise ConfigError(f"{model_dir}: config.json has no patch_size (the sliding window)")
+        try:
+            self.model, self.config = load_model_folder(model_dir, device=self.device)
+            self.model.eval()
+            check_window(self.config.patch_size, model_dir)
+            self.preset = inference_preset(self.config)
+        except MedsegError as exc:
+            named = _naming_folder(exc, model_dir)
+            if named is exc:
+                raise
+            raise named from exc
+        except (TypeError, ValueError) as exc:  # a preset option of the wrong type in config.json
+            raise ConfigError(f"{model_dir}: config.json has invalid preprocessing options: {exc}") from exc
 
     @property
     def modalities(self) -> list[str]:
@@ -176,7 +217,7 @@ class Segmenter:
         for index, (_, inference, device) in enumerate(steps[:-1]):
             try:
                 return self._predict_on(image, inference, device)
-            except torch.OutOfMemoryError:
+            except torch.cuda.OutOfMemoryError:  # the same class as torch.OutOfMemoryError (torch >= 2.5)
                 pass  # leave the except block first, so the failed attempt's tensors can be freed
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
@@ -206,25 +247,24 @@ class Segmenter:
         from medseg.io import load_case, load_volume
 
         n = self.config.in_channels
-        nonfinite = self.options.nonfinite
+        load_options = {"nonfinite": self.options.nonfinite, "allow_irregular": self.options.allow_irregular}
         if case.channels_in_file:
-            volume = load_volume(case.paths[0], channels=n > 1, nonfinite=nonfinite)
+            volume = load_volume(case.paths[0], channels=n > 1, **load_options)
             if n == 1:
                 volume.array = volume.array[None]
         else:
             names = self.modalities if len(case.paths) == n else None
-            volume = load_case(case.paths, names=names, nonfinite=nonfinite)
-        if volume.array.shape[0] != n:
+            volume = load_case(case.paths, names=names, **load_options)
+        found = volume.array.shape[0]
+        if found != n:
             hint = ""
             if case.channels_in_file and volume.array.shape[1] == n:
                 hint = (
-                    f"; {case.paths[0].name} is read as (I, J, K, C) = {(*volume.geometry.shape, volume.array.shape[0])}"
-                    f" but its first axis has {n} entries: it looks channels-first. Write 4D files as (I, J, K, C) "
-                    "or give one file per modality"
+                    f"; {case.paths[0].name} is read as (I, J, K, C) = {(*volume.geometry.shape, found)} but its "
+                    f"first axis has {n} entries: it looks channels-first. Write 4D files as (I, J, K, C) or give "
+                    "one file per modality"
                 )
-            raise InputError(
-                f"case {case.case_id}: the model needs {n} channels {self.modalities}, got {volume.array.shape[0]}{hint}"
-            )
+            raise InputError(f"case {case.case_id}: the model needs {n} channels {self.modalities}, got {found}{hint}")
         return volume
 
     def _to_labels(self, probs: torch.Tensor, case: SegmentCase) -> np.ndarray:
@@ -267,11 +307,17 @@ def out_of_memory_fallbacks(
 
 
 def output_path(output_dir: Path, case_id: str, suffix: str) -> Path:
-    """``output_dir / (case_id + suffix)``, refusing anything that would land outside ``output_dir``."""
+    """``output_dir / (case_id + suffix)``, refusing unsafe ids and anything that would land outside ``output_dir``.
+
+    Raises:
+        InputError: the id is not a safe file name (see :func:`~medseg.pipelines.segment_inputs.safe_case_id`)
+            or the path, symbolic links resolved, would leave ``output_dir``.
+    """
     root = output_dir.resolve()
     target = (root / f"{case_id}{suffix}").resolve()
     if target.parent != root:
         raise InputError(f"case id {case_id!r} would write outside the output folder {root}")
+    safe_case_id(case_id, output_dir)
     return target
 
 
@@ -320,6 +366,7 @@ def segment(
     output_dir: str | os.PathLike,
     options: SegmentOptions | None = None,
     progress: Callable[[CaseResult], None] | None = None,
+    distributed: DistributedContext | None = None,
 ) -> SegmentSummary:
     """Segment every case of ``input_path`` with the model in ``model_dir``.
 
@@ -328,10 +375,13 @@ def segment(
         model_dir: a medseg model folder, or an nnU-Net v2 results folder (see docs/nnunet.md).
         output_dir: where ``<case_id>.nii.gz`` files are written (created if needed).
         options: run options.
-        progress: called with each case's result as it finishes.
+        progress: called with each case's result as it finishes (this process's cases).
+        distributed: in a torchrun job, rank ``r`` of ``N`` segments cases ``r, r + N, ...`` and the results of
+            all ranks are gathered (see ``docs/distributed.md``); every rank must call :func:`segment`.
 
     Returns:
-        The summary. In a folder run, a case that fails is recorded with its error and the run goes on.
+        The summary (of every rank's cases, in folder order). In a folder run, a case that fails is recorded
+        with its error and the run goes on.
 
     Raises:
         MedsegError: for problems with the model, the options or the input path itself, and for the
@@ -346,6 +396,8 @@ def segment(
     else:
         segmenter = Segmenter(model_dir, options)
     cases, folder_run = find_cases(input_path, segmenter.modalities)
+    if distributed is not None:
+        cases = distributed.shard(cases)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -363,4 +415,8 @@ def segment(
         results.append(result)
         if progress is not None:
             progress(result)
+    if distributed is not None:
+        from medseg.pipelines.ddp_segment import gather_summary
+
+        return gather_summary(SegmentSummary(results, folder_run), distributed)
     return SegmentSummary(results, folder_run)

@@ -7,8 +7,10 @@ An input is one of:
   ``<anything>-<modality>.nii.gz`` (BraTS), or ``<case>_0000.nii.gz``, ``<case>_0001.nii.gz``, ... (nnU-Net);
   files named ``*seg*`` are ignored;
 * a DICOM series folder (one channel);
-* a folder of the above: sub-folders (case folders or DICOM series) and NIfTI files (single-channel
-  cases, or nnU-Net channel groups ``<case>_NNNN.nii.gz``).
+* a TransUNet test volume ``<case>.npy.h5`` (its ``image`` dataset, one channel; see medseg.io.transunet_h5);
+* a folder of the above: sub-folders (case folders or DICOM series), NIfTI files (single-channel
+  cases, or nnU-Net channel groups ``<case>_NNNN.nii.gz``) and ``.npy.h5`` volumes (e.g. TransUNet's
+  ``test_vol_h5`` folder).
 
 Hidden entries (a leading dot: ``.DS_Store``, or the temporary file of an atomic write that was killed,
 ``.<name>.<random>.tmp.nii.gz``) are ignored everywhere.
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medseg.errors import InputError
+from medseg.io.transunet_h5 import transunet_h5_stem
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 # Each group names one MRI contrast; BraTS 2021 uses the first name, BraTS 2023 the second.
@@ -65,6 +68,11 @@ def strip_nifti_suffix(name: str) -> str | None:
         if lower.endswith(suffix):
             return name[: -len(suffix)]
     return None
+
+
+def volume_file_stem(name: str) -> str | None:
+    """The case name of a single-volume file: a NIfTI file or a TransUNet ``.npy.h5`` volume, else ``None``."""
+    return strip_nifti_suffix(name) or transunet_h5_stem(name)
 
 
 def safe_case_id(name: str, source: Path) -> str:
@@ -188,9 +196,12 @@ def find_cases(input_path: str | os.PathLike, modalities: Sequence[str]) -> tupl
         raise InputError(f"{path}: no such file or folder")
     n_channels = max(len(modalities), 1)
     if path.is_file():
-        stem = strip_nifti_suffix(path.name)
+        stem = volume_file_stem(path.name)
         if stem is None:
-            raise InputError(f"{path}: not a NIfTI file (.nii or .nii.gz), a case folder or a DICOM folder")
+            raise InputError(
+                f"{path}: not a NIfTI file (.nii or .nii.gz), a TransUNet .npy.h5 volume, a case folder or a "
+                "DICOM folder"
+            )
         return [SegmentCase(safe_case_id(stem, path), (path,), channels_in_file=n_channels > 1)], False
     entries = visible_entries(path)
     subfolders = [p for p in entries if p.is_dir()]
@@ -205,13 +216,14 @@ def find_cases(input_path: str | os.PathLike, modalities: Sequence[str]) -> tupl
     grouped = {p for members in groups.values() for p in members}
     for case, members in groups.items():
         cases.append(SegmentCase(safe_case_id(case, path), tuple(members)))
-    for file in files:
+    h5_volumes = [p for p in entries if p.is_file() and transunet_h5_stem(p.name) is not None]
+    for file in [*files, *h5_volumes]:
         if file in grouped:
             continue
-        stem = strip_nifti_suffix(file.name) or ""
+        stem = volume_file_stem(file.name) or ""
         cases.append(SegmentCase(safe_case_id(stem, file), (file,), channels_in_file=n_channels > 1))
     if not cases:
-        raise InputError(f"{path}: no cases found (NIfTI files, case folders or DICOM series folders)")
+        raise InputError(f"{path}: no cases found (NIfTI files, .npy.h5 volumes, case folders or DICOM series folders)")
     ids = [c.case_id for c in cases]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:

@@ -3,7 +3,8 @@
 :func:`train` detects the layout of ``dataset_dir``, splits its cases into a training and a validation fold,
 builds the layout's transform preset, and runs the optimisation loop of :mod:`medseg.pipelines.train_loop`
 (Dice + cross-entropy, AdamW or SGD with a poly schedule, sliding-window validation, atomic checkpoints and a
-model folder). What it writes into ``RUN_DIR`` is described in ``docs/training.md``.
+model folder). What it writes into ``RUN_DIR`` is described in ``docs/training.md``; data-parallel training
+on several processes (``distributed``) in ``docs/distributed.md``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from medseg.config import ModelConfig, TrainConfig, train_config_to_yaml
 from medseg.errors import ConfigError, InputError
 from medseg.io.atomic import atomic_write_text
 from medseg.pipelines.checkpoint import checkpoint_exists, load_checkpoint
+from medseg.pipelines.distributed import DistributedContext
 from medseg.pipelines.losses import SegmentationLoss
 from medseg.pipelines.model_folder import build_network
 from medseg.pipelines.optim import DEFAULT_LR, PolySchedule, build_optimizer
@@ -40,7 +42,7 @@ MODEL_DIR_NAME = "model"
 #: Fields that may differ between the run being resumed and the resuming call: they change where the run
 #: stops, how it is executed or how often it reports, not what one step computes.
 RESUMABLE_CHANGES: frozenset[str] = frozenset(
-    {"epochs", "max_steps", "device", "num_workers", "progress", "val_interval", "max_val_cases",
+    {"epochs", "max_steps", "max_minutes", "device", "num_workers", "progress", "val_interval", "max_val_cases",
      "val_sw_batch_size", "cache", "nonfinite_patience"}
 )
 
@@ -59,6 +61,8 @@ class TrainResult:
         last_val_dice: Dice per class or region of the last validation, or ``None``.
         stopped_at_max_steps: training stopped because ``max_steps`` was reached (resume to continue).
         skipped_steps: steps skipped because of a non-finite loss or gradient, in total.
+        stopped_at_time_limit: training stopped before an epoch that would have overrun ``max_minutes``
+            (resume to continue).
     """
 
     run_dir: Path
@@ -70,10 +74,15 @@ class TrainResult:
     last_val_dice: dict[str, float] | None
     stopped_at_max_steps: bool
     skipped_steps: int
+    stopped_at_time_limit: bool = False
 
 
 def train(
-    dataset_dir: str | os.PathLike, run_dir: str | os.PathLike, config: TrainConfig, resume: bool = False
+    dataset_dir: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    config: TrainConfig,
+    resume: bool = False,
+    distributed: DistributedContext | None = None,
 ) -> TrainResult:
     """Train a network on a dataset folder; write checkpoints, metrics and a model folder into ``run_dir``.
 
@@ -85,9 +94,14 @@ def train(
         resume: continue from ``run_dir/checkpoint_last``: model, optimiser, schedule, AMP scaler, random
             states and sampler position are restored, and the rest of the run is computed exactly as if it had
             never stopped. Only :data:`RESUMABLE_CHANGES` fields may differ from the saved configuration.
+        distributed: data-parallel training: every process of the job calls :func:`train` with the same
+            arguments and its own context (``medseg.pipelines.distributed.distributed_session``). Each step's
+            ``batch_size`` samples are split evenly over the processes (``batch_size`` must be a multiple of
+            their number), validation cases are divided among them, and only rank 0 writes into ``run_dir``
+            (a shared folder: every process reads it to resume). ``None``: one process.
 
     Returns:
-        A :class:`TrainResult`.
+        A :class:`TrainResult` (the same on every process; ``run_dir`` is complete when it returns).
 
     Raises:
         InputError: unreadable dataset or checkpoint.
@@ -114,7 +128,8 @@ def train(
             f"{run_dir} already holds a training run; pass --resume to continue it, or choose another --output"
         )
 
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, distributed)
+    is_main = distributed is None or distributed.is_main
     with deterministic_mode(config.deterministic, device):
         seed_everything(derive_seed(config.seed, STREAM_INIT))
         check_network_fits(config, model_config)
@@ -124,8 +139,15 @@ def train(
         steps_per_epoch = int(config.steps_per_epoch or 1)
         schedule = PolySchedule(float(config.lr or 0.0), config.epochs * steps_per_epoch, config.poly_exponent)
         sampler = PatchSampler(len(data.train_cases), config.batch_size, steps_per_epoch, config.seed)
+        if distributed is not None:
+            sampler.local_batch_size(distributed.world_size)  # refuse a batch that cannot be split evenly
         loss_fn = SegmentationLoss(
-            model_config.output_activation, config.loss_dice_weight, config.loss_ce_weight, config.dice_batch
+            model_config.output_activation,
+            config.loss_dice_weight,
+            config.loss_ce_weight,
+            config.dice_batch,
+            # Batch Dice over the global batch, so that N processes compute what one would.
+            batch_sum=distributed.global_batch_sum if distributed is not None else None,
         )
         loop = TrainingLoop(
             run_dir=run_dir,
@@ -138,14 +160,18 @@ def train(
             sampler=sampler,
             loss_fn=loss_fn,
             device=device,
+            distributed=distributed,
         )
         # Everything is checked: only now does the run folder get its configuration.
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / CONFIG_NAME, train_config_to_yaml(config))
-        write_run_info(run_dir, dataset_dir, data, config, device)
+        if is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / CONFIG_NAME, train_config_to_yaml(config))
+            write_run_info(run_dir, dataset_dir, data, config, device, distributed)
         if saved_state is not None and saved_tensors is not None:
             loop.restore(saved_tensors, saved_state)
         outcome = loop.run()
+        if distributed is not None:
+            distributed.barrier()  # rank 0's last writes are done when train() returns on any process
     return TrainResult(
         run_dir=run_dir,
         model_dir=run_dir / MODEL_DIR_NAME,
@@ -156,6 +182,7 @@ def train(
         last_val_dice=outcome.last_val_dice,
         stopped_at_max_steps=outcome.stopped_at_max_steps,
         skipped_steps=outcome.skipped_steps,
+        stopped_at_time_limit=outcome.stopped_at_time_limit,
     )
 
 
@@ -276,20 +303,34 @@ def check_resume(saved_state: dict[str, Any], config: TrainConfig, data: Trainin
     return TrainConfig.from_dict({**theirs, **{key: ours[key] for key in RESUMABLE_CHANGES}}, source="resumed configuration")
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, distributed: DistributedContext | None = None) -> torch.device:
     """The torch device a configuration names.
 
     Args:
         name: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        distributed: in data-parallel training, each process uses GPU ``cuda:LOCAL_RANK``.
 
     Raises:
-        ConfigError: CUDA requested but not available.
+        ConfigError: CUDA requested but not available; in data-parallel training ``cuda:N``, or NCCL with
+            the CPU.
     """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-    return torch.device(name)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if distributed is None:
+        return torch.device(name)
+    if name.startswith("cuda:"):
+        raise ConfigError(
+            f"device {name!r}: with several processes each one uses the GPU of its local rank; pass --device cuda"
+        )
+    device = torch.device("cuda", distributed.local_rank) if name == "cuda" else torch.device(name)
+    if distributed.backend == "nccl" and device.type != "cuda":
+        raise ConfigError(
+            f"the nccl process-group backend needs CUDA, not device {name!r}: use gloo for the CPU "
+            "(medseg.pipelines.distributed.backend_for_device)"
+        )
+    return device
 
 
 @contextlib.contextmanager
@@ -326,16 +367,22 @@ def deterministic_mode(enabled: bool, device: torch.device) -> Iterator[None]:
 
 
 def write_run_info(
-    run_dir: Path, dataset_dir: str | os.PathLike, data: TrainingData, config: TrainConfig, device: torch.device
+    run_dir: Path,
+    dataset_dir: str | os.PathLike,
+    data: TrainingData,
+    config: TrainConfig,
+    device: torch.device,
+    distributed: DistributedContext | None = None,
 ) -> None:
-    """Write ``run.json``: dataset, layout, the fold's case ids, versions and device.
+    """Write ``run.json``: dataset, layout, the fold's case ids, versions, device and number of processes.
 
     Args:
         run_dir: the run folder.
         dataset_dir: the dataset folder.
         data: the prepared dataset.
         config: the resolved configuration.
-        device: the training device.
+        device: the training device (of rank 0).
+        distributed: the data-parallel context, or ``None``.
     """
     info = {
         "dataset_dir": str(Path(dataset_dir).resolve()),
@@ -345,6 +392,7 @@ def write_run_info(
         "train_cases": [case["case_id"] for case in data.train_cases],
         "val_cases": [case["case_id"] for case in data.val_cases],
         "device": str(device),
+        "processes": distributed.world_size if distributed is not None else 1,
         "versions": {"medseg": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }
     atomic_write_text(run_dir / RUN_INFO_NAME, json.dumps(info, indent=2) + "\n")

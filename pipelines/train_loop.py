@@ -9,6 +9,13 @@ one computes; on the CPU with deterministic algorithms the weights agree bit for
 Position bookkeeping: ``epoch`` is the epoch in progress (= epochs completed), ``step_in_epoch`` the steps
 of it already done. A checkpoint saved mid-epoch resumes at the next step; one saved after the last step of
 an epoch but before its validation resumes with that validation.
+
+Data-parallel training (a :class:`~medseg.pipelines.distributed.DistributedContext`): every process runs this
+loop on its share of each global batch through ``DistributedDataParallel`` (gradients averaged), the loss and
+Ctrl-C requests are agreed on by all processes before the backward pass (so they skip or stop together), the
+validation cases are divided among them and their Dice gathered, and only rank 0 shows progress and writes
+metrics, checkpoints and the model folder. Positions and checkpoints count global steps, so a run can be
+resumed with another number of processes.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from medseg import __version__
 from medseg.config import ModelConfig, TrainConfig
 from medseg.errors import TrainingError
 from medseg.pipelines.checkpoint import save_checkpoint
+from medseg.pipelines.distributed import DistributedContext, interleave
 from medseg.pipelines.interrupts import DeferredInterrupt, TrainingInterrupted
 from medseg.pipelines.losses import SegmentationLoss
 from medseg.pipelines.model_folder import load_weights, save_model_folder
@@ -37,7 +45,7 @@ from medseg.pipelines.progress import METRICS_NAME, MetricsLog, progress_bar
 from medseg.pipelines.sampler import EpochSamples, PatchSampler
 from medseg.pipelines.state_io import capture_rng_state, join_tensors, restore_rng_state, split_tensors
 from medseg.pipelines.train_data import TrainingData
-from medseg.pipelines.validation import mean_dice, plain_tensor, validate
+from medseg.pipelines.validation import dice_per_case, mean_dice, plain_tensor, summarize_dice
 
 STATE_KIND = "medseg-train-state"
 _MODEL_PREFIX = "model."
@@ -54,6 +62,7 @@ class LoopOutcome:
     last_val_dice: dict[str, float] | None
     stopped_at_max_steps: bool
     skipped_steps: int
+    stopped_at_time_limit: bool = False
 
 
 class NonFiniteLossWarning(RuntimeWarning):
@@ -74,6 +83,7 @@ class TrainingLoop:
         sampler: the sampling plan.
         loss_fn: the loss.
         device: the training device.
+        distributed: this process's place in data-parallel training, or ``None`` for one process.
     """
 
     def __init__(
@@ -89,6 +99,7 @@ class TrainingLoop:
         sampler: PatchSampler,
         loss_fn: SegmentationLoss,
         device: torch.device,
+        distributed: DistributedContext | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.data = data
@@ -100,6 +111,14 @@ class TrainingLoop:
         self.sampler = sampler
         self.loss_fn = loss_fn
         self.device = device
+        self.distributed = distributed
+        self.rank = distributed.rank if distributed is not None else 0
+        self.world_size = distributed.world_size if distributed is not None else 1
+        self.is_main = self.rank == 0
+        # The module that runs the training forward pass: the model itself, or its DDP wrapper (see run()).
+        self.train_model: nn.Module = model
+        self._interrupt: DeferredInterrupt | None = None
+        self._agreed_stop = False
         self.steps_per_epoch = sampler.steps_per_epoch
         self.use_amp = bool(config.amp)
         self.amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
@@ -124,6 +143,7 @@ class TrainingLoop:
         self._session_start = time.monotonic()
         self._updating = False
         self._last_saved_step: int | None = None
+        self._longest_epoch_s = 0.0  # of this session, for the max_minutes budget
 
     # ----------------------------------------------------------------------------------------- running
 
@@ -138,10 +158,12 @@ class TrainingLoop:
             TrainingInterrupted: on Ctrl-C, after saving ``checkpoint_last`` at the last completed step.
         """
         self._session_start = time.monotonic()
+        self.train_model = self._data_parallel()
         total = self.config.epochs * self.steps_per_epoch
-        bar = progress_bar(total, min(self.global_step, total), self.config.progress)
+        bar = progress_bar(total, min(self.global_step, total), self.config.progress and self.is_main)
         try:
             with DeferredInterrupt() as interrupt:
+                self._interrupt = interrupt
                 try:
                     return self._run(bar, interrupt)
                 except KeyboardInterrupt:
@@ -153,33 +175,78 @@ class TrainingLoop:
         while self.epoch < self.config.epochs:
             if self._max_steps_reached():
                 return self._stop_at_max_steps()
+            if self.step_in_epoch == 0 and self._time_budget_spent():
+                return self._stop_at_time_limit()
             if self.step_in_epoch < self.steps_per_epoch:
                 bar.set_description(f"epoch {self.epoch + 1}/{self.config.epochs}")
                 for batch in self._batches():
                     self._step(batch)
                     bar.update(1)
                     bar.set_postfix(loss=f"{self._mean_loss():.4f}", lr=f"{self.last_lr:.2e}", refresh=False)
-                    if interrupt.requested:
+                    if self._stop_requested(interrupt, after_step=True):
                         raise KeyboardInterrupt
                     if self.step_in_epoch < self.steps_per_epoch and self._max_steps_reached():
                         return self._stop_at_max_steps()
             self._end_epoch()
-            if interrupt.requested:
+            if self._stop_requested(interrupt, after_step=False):
                 raise KeyboardInterrupt
         if not (self.run_dir / "model" / "config.json").is_file() or self.best_epoch is None:
             self._save_model_folder("last")
         return self._outcome(stopped=False)
+
+    def _data_parallel(self) -> nn.Module:
+        """The module for the training forward pass: DDP around the model when data-parallel.
+
+        On CUDA, batch normalisation becomes ``SyncBatchNorm`` (statistics of the global batch); on the CPU
+        (gloo) it keeps per-process statistics. Parameters stay the same objects, so the optimiser and the
+        checkpoints (which save the unwrapped model: no ``module.`` prefix) are unaffected.
+        """
+        if self.distributed is None:
+            return self.model
+        from torch.nn.parallel import DistributedDataParallel
+
+        if self.device.type == "cuda":
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(self.model, device_ids=device_ids)
+
+    def _stop_requested(self, interrupt: DeferredInterrupt, after_step: bool) -> bool:
+        """Whether Ctrl-C asks to stop here; data-parallel processes decide together (see ``_agree``)."""
+        if self.distributed is None:
+            return interrupt.requested
+        if after_step:
+            return self._agreed_stop
+        return self.distributed.all_reduce_sum([float(interrupt.requested)])[0] > 0
+
+    def _agree(self, loss: torch.Tensor) -> float:
+        """The loss of the global batch (NaN when any process's loss is not finite); agree on stopping.
+
+        One collective carries both, before the backward pass, so that every process skips a non-finite step
+        or stops after this step together.
+        """
+        if self.distributed is None:
+            return float(loss.detach())
+        requested = self._interrupt is not None and self._interrupt.requested
+        total, stops = self.distributed.all_reduce_sum([float(loss.detach()), float(requested)])
+        self._agreed_stop = stops > 0
+        return total / self.world_size
 
     def _batches(self) -> Iterator[dict[str, Any]]:
         from monai.data import list_data_collate
         from torch.utils.data import DataLoader
 
         samples = EpochSamples(
-            self.sampler, self.epoch, self.step_in_epoch, self.data.load_training_case, self.data.augment
+            self.sampler,
+            self.epoch,
+            self.step_in_epoch,
+            self.data.load_training_case,
+            self.data.augment,
+            shard=self.rank,
+            num_shards=self.world_size,
         )
         loader = DataLoader(
             samples,
-            batch_size=self.sampler.batch_size,
+            batch_size=samples.local_batch,
             shuffle=False,
             num_workers=self.config.num_workers,
             collate_fn=list_data_collate,
@@ -190,18 +257,20 @@ class TrainingLoop:
     def _step(self, batch: dict[str, Any]) -> None:
         image = plain_tensor(batch["image"]).to(self.device, dtype=torch.float32, non_blocking=True)
         target = plain_tensor(batch["label"]).to(self.device, non_blocking=True)
-        torch.manual_seed(self.sampler.step_seed(self.epoch, self.step_in_epoch))
+        torch.manual_seed(self.sampler.step_seed(self.epoch, self.step_in_epoch, self.rank))
         self.last_lr = self.schedule.apply(self.optimizer, self.global_step)
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
-            outputs = self.model(image)
+            outputs = self.train_model(image)
         loss = self.loss_fn(outputs, target)
-        finite = bool(torch.isfinite(loss))
+        loss_value = self._agree(loss)
+        finite = math.isfinite(loss_value)
         if finite:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
             norm = self._clip_gradients()
-            # With loss scaling, inf gradients are routine (the scaler skips and lowers the scale).
+            # With loss scaling, inf gradients are routine (the scaler skips and lowers the scale). The
+            # gradients are averaged over the processes already, so all of them decide alike.
             finite = self.scaler.is_enabled() or bool(torch.isfinite(norm))
         if finite:
             self._updating = True
@@ -209,11 +278,11 @@ class TrainingLoop:
             self.scaler.update()
             self._updating = False
             self.nonfinite_streak = 0
-            self.epoch_loss_sum += float(loss.detach())
+            self.epoch_loss_sum += loss_value
             self.epoch_loss_count += 1
         else:
             self.optimizer.zero_grad(set_to_none=True)
-            self._skip_nonfinite(float(loss.detach()))
+            self._skip_nonfinite(loss_value)
         self.step_in_epoch += 1
         self.global_step += 1
 
@@ -236,6 +305,8 @@ class TrainingLoop:
                 f"{self.run_dir / 'checkpoint_last'} was kept. Lower the learning rate (--lr), keep gradient "
                 "clipping on, or check the data for NaN/inf values"
             )
+        if not self.is_main:
+            return  # every process skips the step; one of them says so
         warnings.warn(
             f"non-finite loss or gradient at {where} (loss {loss_value}); step skipped "
             f"({self.nonfinite_streak}/{patience} in a row)",
@@ -259,7 +330,9 @@ class TrainingLoop:
             "time": round(elapsed, 3),
             "epoch_time": round(elapsed - self.epoch_started_at, 3),
         }
-        self.metrics.append(record)
+        self._longest_epoch_s = max(self._longest_epoch_s, elapsed - self.epoch_started_at)
+        if self.is_main:
+            self.metrics.append(record)
         completed = self.epoch
         improved = False
         if val_dice is not None:
@@ -273,12 +346,12 @@ class TrainingLoop:
         self.epoch_started_at = elapsed
         # Best weights first, the resume point last: a crash in between redoes this epoch identically.
         if improved:
-            self.save_checkpoint(self.run_dir / "checkpoint_best")
+            self._save_checkpoint_if_main(self.run_dir / "checkpoint_best")
             if self.config.model_selection == "best":
                 self._save_model_folder("best")
         if self.config.model_selection == "last":
             self._save_model_folder("last")
-        self.save_checkpoint(self.run_dir / "checkpoint_last")
+        self._save_checkpoint_if_main(self.run_dir / "checkpoint_last")
         self._last_saved_step = self.global_step
 
     def _should_validate(self) -> bool:
@@ -292,10 +365,12 @@ class TrainingLoop:
             items = self._val_cache
         else:
             cases = self.data.val_cases[: self.config.max_val_cases]
+            if self.distributed is not None:
+                cases = self.distributed.shard(cases)  # rank r scores cases r, r + N, ...
             items = [self.data.load_validation_case(case) for case in cases]
             if self.config.cache:
                 self._val_cache = items
-        return validate(
+        per_case = dice_per_case(
             self.model,
             items,
             self.model_config,
@@ -305,6 +380,9 @@ class TrainingLoop:
             sw_batch_size=self.config.val_sw_batch_size,
             autocast=self._autocast(),
         )
+        if self.distributed is not None:
+            per_case = interleave(self.distributed.all_gather_json(per_case))
+        return summarize_dice(per_case)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if not self.use_amp:
@@ -314,9 +392,28 @@ class TrainingLoop:
     def _max_steps_reached(self) -> bool:
         return self.config.max_steps is not None and self.global_step >= self.config.max_steps
 
+    def _time_budget_spent(self) -> bool:
+        """Whether another epoch would end after ``max_minutes`` (judged by the longest epoch so far).
+
+        The first epoch of a session always runs. Data-parallel processes stop when any of them would overrun.
+        """
+        if self.config.max_minutes is None or self._longest_epoch_s == 0.0:
+            return False
+        used = time.monotonic() - self._session_start
+        spent = used + self._longest_epoch_s > 60.0 * self.config.max_minutes
+        if self.distributed is not None:
+            spent = self.distributed.all_reduce_sum([float(spent)])[0] > 0
+        return spent
+
+    def _stop_at_time_limit(self) -> LoopOutcome:
+        # checkpoint_last was saved at the end of the last epoch; the model folder may still be missing.
+        if not (self.run_dir / "model" / "config.json").is_file() or self.best_epoch is None:
+            self._save_model_folder("last")
+        return self._outcome(stopped=False, time_limit=True)
+
     def _stop_at_max_steps(self) -> LoopOutcome:
         if self._last_saved_step != self.global_step:  # not already saved at the end of the epoch
-            self.save_checkpoint(self.run_dir / "checkpoint_last")
+            self._save_checkpoint_if_main(self.run_dir / "checkpoint_last")
         return self._outcome(stopped=True)
 
     def _interrupted(self) -> TrainingInterrupted:
@@ -328,10 +425,16 @@ class TrainingLoop:
                 f"interrupted during an optimiser update at {where}; the previous checkpoint {last} was kept",
                 last if last.is_dir() else None,
             )
-        self.save_checkpoint(last)
+        self._save_checkpoint_if_main(last)
         return TrainingInterrupted(f"interrupted at {where}; checkpoint saved to {last}", last)
 
+    def _save_checkpoint_if_main(self, folder: Path) -> None:
+        if self.is_main:
+            self.save_checkpoint(folder)
+
     def _save_model_folder(self, selection: str) -> None:
+        if not self.is_main:
+            return
         info = {
             "selection": selection,
             "epochs_completed": self.epoch,
@@ -343,7 +446,7 @@ class TrainingLoop:
         }
         save_model_folder(self.run_dir / "model", self.model, self.model_config, info=info)
 
-    def _outcome(self, stopped: bool) -> LoopOutcome:
+    def _outcome(self, stopped: bool, time_limit: bool = False) -> LoopOutcome:
         return LoopOutcome(
             epochs_completed=self.epoch,
             global_step=self.global_step,
@@ -352,6 +455,7 @@ class TrainingLoop:
             last_val_dice=self.last_val_dice,
             stopped_at_max_steps=stopped,
             skipped_steps=self.total_skipped,
+            stopped_at_time_limit=time_limit,
         )
 
     def _mean_loss(self) -> float:
@@ -436,7 +540,8 @@ class TrainingLoop:
         self.elapsed_before = float(stats["elapsed"])
         self.epoch_started_at = float(stats["epoch_started_at"])
         self.metrics = MetricsLog.resume(self.run_dir / METRICS_NAME, completed_epochs=self.epoch)
-        self.metrics.write()
+        if self.is_main:
+            self.metrics.write()
 
 
 def _json_float(value: float) -> float | None:

@@ -144,6 +144,28 @@ def validate(
     Returns:
         Name -> mean Dice over the cases where it is defined (NaN when it is nowhere defined).
     """
+    return summarize_dice(
+        dice_per_case(model, items, model_config, window, device, overlap, sw_batch_size, autocast)
+    )
+
+
+def dice_per_case(
+    model: nn.Module,
+    items: Iterable[Mapping[str, Any]],
+    model_config: ModelConfig,
+    window: Sequence[int],
+    device: torch.device,
+    overlap: float = 0.5,
+    sw_batch_size: int = 2,
+    autocast: contextlib.AbstractContextManager | None = None,
+) -> list[dict[str, float]]:
+    """Dice per class or region of each preprocessed validation case (arguments as in :func:`validate`).
+
+    Data-parallel training scores a share of the cases on each process and gathers these lists.
+
+    Returns:
+        One ``{name: Dice or NaN}`` per case, in the order of ``items``.
+    """
     was_training = model.training
     model.eval()
     per_case: list[dict[str, float]] = []
@@ -157,6 +179,18 @@ def validate(
                 per_case.append(dice_per_class(logits, plain_tensor(item["label"]), model_config))
     finally:
         model.train(was_training)
+    return per_case
+
+
+def summarize_dice(per_case: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Mean Dice per class or region over cases, leaving out the cases where it is NaN (undefined).
+
+    Args:
+        per_case: one ``{name: Dice or NaN}`` per case, all with the same names.
+
+    Returns:
+        Name -> mean (NaN when no case defines it); ``{}`` without cases.
+    """
     if not per_case:
         return {}
     names = list(per_case[0])

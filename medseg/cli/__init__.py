@@ -26,7 +26,9 @@ EXIT_INTERRUPTED = 130
 SUBCOMMANDS: tuple[str, ...] = (
     "synth",
     "check",
+    "convert",
     "info",
+    "plan",
     "train",
     "segment",
     "evaluate",

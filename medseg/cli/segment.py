@@ -28,6 +28,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--folds", nargs="+", metavar="FOLD", default=None,
                         help="nnU-Net results folders only: folds to ensemble, e.g. 0 1 2 or all (default: every fold "
                         "with checkpoint_final.pth)")
+    parser.add_argument("--nonfinite", choices=["reject", "replace"], default="reject",
+                        help="NaN/inf input voxels: reject the case (default) or replace them (NaN -> 0, inf -> the "
+                        "largest/smallest finite value) with a warning")
+    parser.add_argument("--allow-irregular", action="store_true",
+                        help="accept DICOM series with missing slices, duplicated positions or gantry tilt")
+    parser.add_argument("--dist-timeout", type=float, default=3600.0, metavar="SECONDS",
+                        help="under torchrun (cases sharded over the processes): how long a process that finished "
+                        "waits for the others (default: 3600)")
     parser.set_defaults(func=run)
     return parser
 
@@ -36,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``medseg segment``."""
     from tqdm import tqdm
 
+    from medseg.pipelines.distributed import distributed_session
     from medseg.pipelines.nnunet_model import parse_folds
     from medseg.pipelines.predictor import InferenceOptions
     from medseg.pipelines.segment import SegmentOptions, segment
@@ -46,16 +55,23 @@ def run(args: argparse.Namespace) -> int:
         keep_largest_component=args.keep_largest_component,
         probabilities=args.probabilities,
         folds=parse_folds(args.folds),
+        nonfinite=args.nonfinite,
+        allow_irregular=args.allow_irregular,
     )
-    bar = tqdm(desc="segment", unit="case", file=sys.stderr, disable=None)
+    # Under torchrun each process segments its share of the cases; results are gathered (gloo, CPU tensors).
+    with distributed_session("gloo", args.dist_timeout) as distributed:
+        is_main = distributed is None or distributed.is_main
+        bar = tqdm(desc="segment", unit="case", file=sys.stderr, disable=None if is_main else True)
 
-    def progress(result) -> None:
-        bar.update(1)
-        if result.error:
-            tqdm.write(f"{result.case_id}: FAILED: {result.error}", file=sys.stderr)
+        def progress(result) -> None:
+            bar.update(1)
+            if result.error:
+                tqdm.write(f"{result.case_id}: FAILED: {result.error}", file=sys.stderr)
 
-    summary = segment(args.input, args.model, args.output, options, progress=progress)
-    bar.close()
+        summary = segment(args.input, args.model, args.output, options, progress=progress, distributed=distributed)
+        bar.close()
+    if not is_main:  # rank 0 prints the gathered summary; every rank's exit code counts every failure
+        return EXIT_SOME_FAILED if summary.failed else EXIT_OK
     done = [r for r in summary.results if r.error is None]
     for r in done:
         print(f"{r.case_id}: {r.output} ({r.seconds:.1f} s)")

@@ -1,4 +1,9 @@
-"""``medseg train``: train a network on a dataset folder; resumable with ``--resume``."""
+"""``medseg train``: train a network on a dataset folder; resumable with ``--resume``; data-parallel under torchrun.
+
+Started by ``torchrun`` (or with ``--nproc N``, which starts ``N`` processes on this machine), every process
+trains its share of each batch with DistributedDataParallel and rank 0 prints and writes; see
+``docs/distributed.md``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,10 @@ import dataclasses
 import shlex
 import sys
 from pathlib import Path
+
+# Options that are the same in every worker started by --nproc (besides the _OVERRIDES).
+_WORKER_OPTIONS = ("config", "dist_timeout")
+_BOOLEAN_OPTIONS = frozenset({"deterministic", "amp", "progress"})
 
 # Command-line option -> TrainConfig field, for the options that override the configuration.
 _OVERRIDES = {
@@ -27,6 +36,7 @@ _OVERRIDES = {
     "device": "device",
     "num_workers": "num_workers",
     "max_steps": "max_steps",
+    "max_minutes": "max_minutes",
     "progress": "progress",
 }
 
@@ -71,9 +81,46 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="data-loading worker processes (default 2)")
     parser.add_argument("--max-steps", type=int, default=None, metavar="N",
                         help="stop with a checkpoint after N optimiser steps in total (resume to continue)")
+    parser.add_argument("--max-minutes", type=float, default=None, metavar="M",
+                        help="wall-clock budget of this call: start an epoch only if, judged by the longest epoch "
+                        "so far, it ends within M minutes; then stop with a checkpoint and model folder (resume "
+                        "to continue)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="show a progress bar (default on)")
+    parser.add_argument("--nproc", type=int, default=None, metavar="N",
+                        help="data-parallel training in N processes on this machine (one per GPU; on the CPU, "
+                        "gloo), like `torchrun --standalone --nproc-per-node N -m medseg train ...`; --batch-size "
+                        "is global and must be a multiple of N. Under torchrun, leave it out")
+    parser.add_argument("--dist-timeout", type=float, default=None, metavar="SECONDS",
+                        help="with several processes: how long one waits for the others in a collective before "
+                        "the job fails (default 600)")
     parser.set_defaults(func=run)
+
+
+def worker_arguments(args: argparse.Namespace) -> list[str]:
+    """The ``medseg train`` arguments that reproduce ``args`` in a worker process, without ``--nproc``.
+
+    Args:
+        args: the parsed options of ``medseg train``.
+
+    Returns:
+        Arguments after ``medseg``, starting with ``train``.
+    """
+    argv = ["train", args.dataset, "--output", args.output]
+    if args.resume:
+        argv.append("--resume")
+    for option in (*_WORKER_OPTIONS, *_OVERRIDES):
+        value = getattr(args, option)
+        if value is None:
+            continue
+        flag = "--" + option.replace("_", "-")
+        if option in _BOOLEAN_OPTIONS:
+            argv.append(flag if value else "--no-" + option.replace("_", "-"))
+        elif isinstance(value, (list, tuple)):
+            argv.extend([flag, *(str(v) for v in value)])
+        else:
+            argv.extend([flag, repr(value) if isinstance(value, float) else str(value)])
+    return argv
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,9 +128,24 @@ def run(args: argparse.Namespace) -> int:
     from medseg.cli import EXIT_INTERRUPTED, EXIT_OK
     from medseg.config import TrainConfig, apply_overrides, load_train_config
     from medseg.errors import ConfigError
+    from medseg.pipelines.distributed import (
+        DEFAULT_TIMEOUT_S,
+        backend_for_device,
+        distributed_session,
+        launch_environment,
+    )
     from medseg.pipelines.interrupts import TrainingInterrupted
     from medseg.pipelines.train import CONFIG_NAME, train
 
+    if args.nproc is not None:
+        if args.nproc < 1:
+            raise ConfigError(f"--nproc must be >= 1, got {args.nproc}")
+        if launch_environment() is not None:
+            raise ConfigError("--nproc starts its own processes; under torchrun use its --nproc-per-node instead")
+        if args.nproc > 1:
+            from medseg.pipelines.ddp_launch import launch_local
+
+            return launch_local(args.nproc, worker_arguments(args))
     run_dir = Path(args.output)
     if args.resume:
         if args.config:
@@ -91,22 +153,32 @@ def run(args: argparse.Namespace) -> int:
         saved = run_dir / CONFIG_NAME
         if not saved.is_file():
             raise ConfigError(f"cannot resume: {saved} does not exist (no run in {run_dir})")
-        # max_steps limits one session: a resumed run goes on to the end unless --max-steps is given again.
-        base = dataclasses.replace(load_train_config(saved), max_steps=None)
+        # max_steps and max_minutes limit one session: a resumed run goes on to the end unless given again.
+        base = dataclasses.replace(load_train_config(saved), max_steps=None, max_minutes=None)
     else:
         base = load_train_config(args.config) if args.config else TrainConfig()
     overrides = {field: getattr(args, option) for option, field in _OVERRIDES.items()}
     config = apply_overrides(base, overrides)
     resume_hint = f"medseg train {shlex.quote(args.dataset)} --output {shlex.quote(str(run_dir))} --resume"
-    try:
-        result = train(args.dataset, run_dir, config, resume=args.resume)
-    except TrainingInterrupted as exc:
-        print(f"medseg train: {exc.message}", file=sys.stderr)
-        if exc.checkpoint is not None:
-            print(f"medseg train: resume with: {resume_hint}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    timeout = args.dist_timeout if args.dist_timeout is not None else DEFAULT_TIMEOUT_S
+    with distributed_session(backend_for_device(config.device), timeout) as distributed:
+        is_main = distributed is None or distributed.is_main
+        try:
+            result = train(args.dataset, run_dir, config, resume=args.resume, distributed=distributed)
+        except TrainingInterrupted as exc:
+            if is_main:
+                print(f"medseg train: {exc.message}", file=sys.stderr)
+                if exc.checkpoint is not None:
+                    print(f"medseg train: resume with: {resume_hint}", file=sys.stderr)
+            return EXIT_INTERRUPTED
+    if not is_main:
+        return EXIT_OK
     if result.stopped_at_max_steps:
         print(f"stopped after {result.global_step} steps (max_steps); continue with: {resume_hint}")
+        return EXIT_OK
+    if result.stopped_at_time_limit:
+        print(f"stopped after {result.epochs_completed} epoch(s), {result.global_step} steps: another epoch would "
+              f"overrun --max-minutes; model folder: {result.model_dir}; continue with: {resume_hint}")
         return EXIT_OK
     best = (
         f"best mean validation Dice {result.best_metric:.4f} at epoch {result.best_epoch + 1}"

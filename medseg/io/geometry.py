@@ -13,7 +13,7 @@ import numpy as np
 
 from medseg.errors import GeometryError, InputError
 
-SOURCE_FORMATS = ("nifti1", "nifti2", "dicom", "array")
+SOURCE_FORMATS = ("nifti1", "nifti2", "dicom", "transunet_h5", "array")
 
 
 def _frozen_affine(value: object, name: str) -> np.ndarray:
@@ -42,7 +42,9 @@ class Geometry:
         qform_code: NIfTI qform code (0 unknown, 1 scanner, 2 aligned, 3 Talairach, 4 MNI, 5 template).
         sform: the header's sform matrix when ``sform_code > 0``, else ``None``.
         sform_code: NIfTI sform code (same meanings).
-        source_format: ``"nifti1"``, ``"nifti2"``, ``"dicom"`` or ``"array"`` (made in memory).
+        source_format: ``"nifti1"``, ``"nifti2"``, ``"dicom"``, ``"transunet_h5"`` (TransUNet's HDF5 volumes,
+            which carry no geometry: identity affine, see :mod:`medseg.io.transunet_h5`) or ``"array"``
+            (made in memory).
 
     Two geometries compare equal (``==``) only when every field is identical; use :meth:`matches` for a
     tolerant comparison of shape and affine.

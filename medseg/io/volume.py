@@ -21,6 +21,7 @@ from medseg.io.dicom import read_series_voxels, scan_series
 from medseg.io.geometry import Geometry
 from medseg.io.limits import DEFAULT_MAX_VOXELS
 from medseg.io.nifti import is_nifti_path, read_nifti_header, read_nifti_voxels, write_nifti
+from medseg.io.transunet_h5 import is_transunet_h5_path, read_transunet_h5, read_transunet_h5_geometry
 
 NONFINITE_POLICIES = ("reject", "replace", "keep")
 SAVE_KINDS = ("label", "image")
@@ -68,11 +69,21 @@ def _source(path: str | os.PathLike) -> Path:
         return source
     if not source.is_file():
         raise InputError(f"{source}: not a regular file or folder")
-    if is_nifti_path(source):
+    if is_nifti_path(source) or is_transunet_h5_path(source):
         return source
     raise InputError(
-        f"{source}: not a supported image; expected a .nii or .nii.gz file or a folder holding one DICOM series"
+        f"{source}: not a supported image; expected a .nii or .nii.gz file, a folder holding one DICOM series, "
+        "or a TransUNet .npy.h5 volume"
     )
+
+
+def _h5_dataset(source: Path, dataset: str | None) -> str:
+    """The HDF5 dataset to read (``"image"`` by default); ``dataset`` is refused for other formats."""
+    if source.is_file() and is_transunet_h5_path(source):
+        return dataset or "image"
+    if dataset is not None:
+        raise ConfigError(f"{source}: dataset={dataset!r} applies to TransUNet .npy.h5 volumes only")
+    return ""
 
 
 def _layout(full_shape: tuple[int, ...], channels: bool, path: Path) -> tuple[int, ...]:
@@ -163,6 +174,7 @@ def read_geometry(
     max_voxels: int = DEFAULT_MAX_VOXELS,
     series_uid: str | None = None,
     allow_irregular: bool = False,
+    dataset: str | None = None,
 ) -> Geometry:
     """Read the geometry of a volume from its header(s), without voxel data.
 
@@ -171,10 +183,11 @@ def read_geometry(
     sform agree.
 
     Args:
-        path: a ``.nii``/``.nii.gz`` file or a DICOM series folder.
+        path: a ``.nii``/``.nii.gz`` file, a DICOM series folder or a TransUNet ``.npy.h5`` volume.
         max_voxels: refuse headers declaring more voxels than this.
         series_uid: DICOM only: which series, when the folder holds several.
         allow_irregular: DICOM only: accept uneven slice spacing or a gantry tilt.
+        dataset: TransUNet HDF5 only: ``"image"`` (default) or ``"label"``.
 
     Returns:
         The spatial geometry.
@@ -184,9 +197,12 @@ def read_geometry(
         GeometryError: qform and sform disagree.
     """
     source = _source(path)
+    h5_dataset = _h5_dataset(source, dataset)
     if source.is_dir():
         series = scan_series(source, series_uid=series_uid, allow_irregular=allow_irregular, max_voxels=max_voxels)
         return series.geometry
+    if h5_dataset:
+        return read_transunet_h5_geometry(source, h5_dataset)
     header = read_nifti_header(source, max_voxels)
     _layout(header.full_shape, channels=True, path=source)
     return header.geometry
@@ -201,11 +217,17 @@ def load_volume(
     dtype: object = None,
     series_uid: str | None = None,
     allow_irregular: bool = False,
+    dataset: str | None = None,
 ) -> Volume:
     """Load a volume and its geometry.
 
+    TransUNet's HDF5 test volumes (``case0001.npy.h5``) are read with :mod:`medseg.io.transunet_h5`: the
+    stored ``(k, i, j)`` array is returned as ``(i, j, k)`` with an identity geometry (1 mm, RAS, origin 0,
+    ``source_format="transunet_h5"``), since the files carry none.
+
     Args:
-        path: a ``.nii``/``.nii.gz`` file or a folder holding one DICOM series.
+        path: a ``.nii``/``.nii.gz`` file, a folder holding one DICOM series, or a TransUNet ``.npy.h5``
+            (any ``.h5``) volume.
         channels: ``False``: a 3D volume ``(I, J, K)`` is required (trailing dimensions of size 1 are
             dropped). ``True``: the result is channel-first ``(C, I, J, K)``; a 4D NIfTI ``(I, J, K, C)``
             gives ``C`` channels, a 3D one ``C = 1``.
@@ -217,6 +239,7 @@ def load_volume(
             the on-disk type, or float32/float64 when scl_slope/scl_inter scaling applies.
         series_uid: DICOM only: which series, when the folder holds several.
         allow_irregular: DICOM only: accept uneven slice spacing or a gantry tilt (with a warning).
+        dataset: TransUNet HDF5 only: the dataset to read, ``"image"`` (default) or ``"label"``.
 
     Returns:
         The :class:`Volume`; arrays are native-endian and C-contiguous.
@@ -226,12 +249,17 @@ def load_volume(
             voxels than ``max_voxels`` or than the file holds, 2D or 5D+ data, 4D data without ``channels``,
             non-finite voxels with ``nonfinite="reject"``, DICOM series problems.
         GeometryError: qform and sform both set but disagreeing.
-        ConfigError: unknown ``nonfinite`` policy or invalid ``dtype``.
+        ConfigError: unknown ``nonfinite`` policy, invalid ``dtype``, or ``dataset`` given for a file that is
+            not HDF5 (or naming neither ``"image"`` nor ``"label"``).
+        UnsafeFileError: an HDF5 dataset that reads its data from other files.
     """
     if nonfinite not in NONFINITE_POLICIES:
         raise unknown_choice("non-finite policy", nonfinite, NONFINITE_POLICIES)
     source = _source(path)
-    if source.is_dir():
+    h5_dataset = _h5_dataset(source, dataset)
+    if h5_dataset:
+        array, geometry = read_transunet_h5(source, h5_dataset, max_voxels)
+    elif source.is_dir():
         series = scan_series(source, series_uid=series_uid, allow_irregular=allow_irregular, max_voxels=max_voxels)
         geometry = series.geometry
         array = read_series_voxels(series)

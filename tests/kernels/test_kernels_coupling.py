@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from medseg.errors import InputError
-from medseg.kernels import coupling_forward, coupling_forward_ref, coupling_inverse, coupling_inverse_ref
+from medseg.kernels import (
+    coupling_forward,
+    coupling_forward_,
+    coupling_forward_ref,
+    coupling_inverse,
+    coupling_inverse_,
+    coupling_inverse_ref,
+)
 
 
 def test_forward_then_inverse_recovers_the_input():
@@ -46,3 +53,19 @@ def test_mismatched_operands_are_rejected(a, b, message):
         coupling_forward(a, b)
     with pytest.raises(InputError, match=message):
         coupling_inverse(a, b)
+
+
+def test_in_place_couplings_update_the_first_operand():
+    x, f = torch.arange(6.0), torch.full((6,), 0.5)
+    assert coupling_forward_(x, f, backend="torch") is x
+    torch.testing.assert_close(x, torch.arange(6.0) + 0.5, rtol=0, atol=0)
+    assert coupling_inverse_(x, f) is x
+    torch.testing.assert_close(x, torch.arange(6.0), rtol=0, atol=0)
+
+
+def test_in_place_coupling_refuses_tensors_autograd_needs():
+    x = torch.zeros(3, requires_grad=True)
+    with pytest.raises(InputError, match="torch.no_grad"):
+        coupling_inverse_(x, torch.ones(3))
+    with torch.no_grad():
+        assert torch.equal(coupling_inverse_(x, torch.ones(3)), -torch.ones(3))

@@ -1,7 +1,8 @@
 """Every .cu source compiles with nvcc for sm_80 and sm_90 (skipped where nvcc is not installed).
 
-A small wrapper includes the source and takes the address of each template instantiation, which makes
-nvcc compile it (a template that is never instantiated is not checked). Depthwise convolution compiles
+The compiled text is exactly what CuPy hands to NVRTC (:func:`medseg.kernels.cupy_runtime.kernel_source`,
+headers inlined), followed by an array of the addresses of the template instantiations, which makes nvcc
+compile them (a template that is never instantiated is not checked). Depthwise convolution compiles
 a representative subset to keep the suite fast: every kernel at K = 3 and 7 with both strides in float32
 (K = 7 is the largest shared-memory tile), and every kernel with float16 and bfloat16 storage.
 """
@@ -19,8 +20,9 @@ from medseg.kernels import coupling_cuda, cupy_runtime, depthwise_conv3d_cuda, s
 NVCC = shutil.which("nvcc")
 ARCHS = ("sm_80", "sm_90")
 
+FLOAT = torch.float32
 DEPTHWISE_SUBSET = [
-    *(e for k, s in ((3, 1), (3, 2), (7, 1), (7, 2)) for e in depthwise_conv3d_cuda.name_expressions(torch.float32, k, s)),
+    *(e for k, s in ((3, 1), (3, 2), (7, 1), (7, 2)) for e in depthwise_conv3d_cuda.name_expressions(FLOAT, k, s)),
     *(e for dtype in (torch.float16, torch.bfloat16) for e in depthwise_conv3d_cuda.name_expressions(dtype, 3, 2)),
 ]
 SOURCES = {
@@ -41,8 +43,9 @@ def test_every_cu_file_is_covered():
 def test_cu_source_compiles(source, arch, tmp_path):
     wrapper = tmp_path / "instantiate.cu"
     addresses = ", ".join(f"(void*)&{e}" for e in SOURCES[source])
-    wrapper.write_text(f'#include "{source}"\nvoid* medseg_instantiations[] = {{{addresses}}};\n')
-    cmd = [NVCC, "-std=c++17", f"-arch={arch}", "-cubin", f"-I{cupy_runtime.KERNEL_DIR}", "-o", str(tmp_path / "out.cubin"), str(wrapper)]
+    code = cupy_runtime.kernel_source(source)
+    wrapper.write_text(f"{code}\nvoid* medseg_instantiations[] = {{{addresses}}};\n")
+    cmd = [NVCC, "-std=c++17", f"-arch={arch}", "-cubin", "-o", str(tmp_path / "out.cubin"), str(wrapper)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out.cubin").stat().st_size > 0

@@ -130,7 +130,8 @@ def test_selective_scan_matches_reference(target, batch, channels, length, state
     device, dtypes = target
     g = torch.Generator().manual_seed(length)
     for dtype in dtypes:
-        ref_inputs = {k: v.requires_grad_() for k, v in _scan_inputs(g, batch, channels, length, state, groups, dtype).items()}
+        raw = _scan_inputs(g, batch, channels, length, state, groups, dtype)
+        ref_inputs = {k: v.requires_grad_() for k, v in raw.items()}
         inputs = {k: v.detach().to(device, dtype).requires_grad_() for k, v in ref_inputs.items()}
         inputs["A"] = inputs["A"].detach().float().requires_grad_()  # A stays float32, like mamba
         out, last = selective_scan_cupy(**inputs, delta_softplus=True, return_last_state=True, poison_outputs=True)
@@ -150,7 +151,22 @@ def test_selective_scan_matches_reference(target, batch, channels, length, state
 def test_selective_scan_kernels_refuse_what_they_cannot_run(target):
     device, _ = target
     u = torch.zeros(1, 2, 5, device=device)
+    wide = torch.zeros(1, 33, 5, device=device)
     with pytest.raises(InputError, match="N = 33"):
-        selective_scan_cupy(u, u, torch.zeros(2, 33, device=device), torch.zeros(1, 33, 5, device=device), torch.zeros(1, 33, 5, device=device))
+        selective_scan_cupy(u, u, torch.zeros(2, 33, device=device), wide, wide)
+    constant = torch.zeros(2, 3, device=device)
     with pytest.raises(InputError, match="constant"):
-        selective_scan_cupy(u, u, torch.zeros(2, 3, device=device), torch.zeros(2, 3, device=device), torch.zeros(2, 3, device=device))
+        selective_scan_cupy(u, u, constant, constant, constant)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+def test_auto_backend_falls_back_to_torch_for_arguments_the_kernels_refuse():
+    from medseg.kernels import selective_scan
+
+    g = torch.Generator().manual_seed(0)
+    u = torch.randn(1, 4, 20, generator=g)
+    A = -torch.rand(4, 3, generator=g) - 0.5
+    B, C = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)  # constant: no kernel for it
+    out = selective_scan(*(t.cuda() for t in (u, u.abs(), A, B, C)), backend="auto")
+    torch.testing.assert_close(out.cpu(), selective_scan_ref(u, u.abs(), A, B, C), rtol=1e-5, atol=1e-5)

@@ -147,3 +147,20 @@ def test_case_ids_cannot_escape_the_output_folder(tmp_path: Path) -> None:
 
     with pytest.raises(InputError, match="outside the output folder"):
         output_path(tmp_path, "../evil", ".nii.gz")
+
+
+def test_nonfinite_flag_turns_a_refused_case_into_a_segmented_one(brats_model: Path, tmp_path: Path) -> None:
+    case = tmp_path / "in" / "c"
+    _write_case(case, "c", AFFINES["RAS"], seed=6)
+    import nibabel as nib
+
+    t2 = nib.load(case / "c_t2.nii.gz")
+    data = np.asarray(t2.dataobj, dtype=np.float32)
+    data[10, 10, 8] = np.nan  # medseg never writes NaN, so the broken input is made with nibabel
+    header = t2.header.copy()
+    header.set_data_dtype(np.float32)
+    nib.save(nib.Nifti1Image(data, t2.affine, header), case / "c_t2.nii.gz")
+    args = ["segment", str(case), "--model", str(brats_model), "--output", str(tmp_path / "o")]
+    assert main(args) == 2
+    assert main([*args, "--nonfinite", "replace"]) == 0
+    assert (tmp_path / "o" / "c.nii.gz").is_file()

@@ -11,7 +11,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from robust_helpers import BRATS_MODALITIES, BRATS_SHAPE, ct_phantom, head_phantom, only_files, write_brats_case, write_nifti
+from robust_helpers import (
+    BRATS_MODALITIES,
+    BRATS_SHAPE,
+    ct_phantom,
+    head_phantom,
+    only_files,
+    write_brats_case,
+    write_nifti,
+)
 
 import medseg.pipelines.segment as segment_module
 

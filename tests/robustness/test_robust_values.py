@@ -82,9 +82,10 @@ def test_keeping_nonfinite_voxels_is_not_a_segmentation_option():
 def test_non_finite_network_output_fails_the_case_instead_of_writing_an_empty_mask(
     monkeypatch, ct_model, cli, tmp_path
 ):
-    monkeypatch.setattr(
-        segment_module, "predict_probabilities", lambda model, image, *a, **k: torch.full((3, *image.shape[1:]), float("nan"))
-    )
+    def nan_predictor(model, image, *args, **kwargs):
+        return torch.full((3, *image.shape[1:]), float("nan"))
+
+    monkeypatch.setattr(segment_module, "predict_probabilities", nan_predictor)
     source = write_nifti(tmp_path / "c1.nii.gz", ct_phantom(SHAPE), AFFINE)
     code, _, err = cli("segment", source, "--model", ct_model, "--output", tmp_path / "out", "--device", "cpu")
     assert code == 2
