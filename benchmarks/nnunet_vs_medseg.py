@@ -15,6 +15,10 @@ mirroring and with step 0.5 / overlap 0.5:
 - ``nnunet``: ``nnUNetPredictor.predict_from_files_sequential`` (SimpleITK reading, nnU-Net's preprocessing,
   its sliding window with float16 accumulation, export).
 
+Both runs get ``OMP_WAIT_POLICY=PASSIVE`` by default: on a machine with more runnable threads than cores,
+OpenMP's spin-waiting made the same forward pass 2-5x slower or faster depending on unrelated thread
+activity (nnU-Net's window-producer thread happened to help it), which measures the machine, not the code.
+
 Reported per pipeline: wall time of the segmentation call (after imports and model loading), wall time of
 the whole subprocess, and its peak resident set size (``wait4`` rusage of the child). The label maps of the
 two are compared (voxel agreement and Dice per BraTS label).
@@ -50,6 +54,9 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--features", type=int, nargs="+", default=[32, 64, 128, 256, 320, 320],
                         help="features per stage (default nnU-Net's 32 64 128 256 320 320)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads in both runs (default 2)")
+    parser.add_argument("--omp-wait-policy", default="PASSIVE", choices=("PASSIVE", "ACTIVE", "inherit"),
+                        help="OMP_WAIT_POLICY of both runs (default PASSIVE: on a machine with more runnable threads "
+                        "than cores, OpenMP's spin-waiting makes timings depend on unrelated thread activity)")
     parser.add_argument("--workdir", default=None, help="keep the data and outputs here (default: a temp folder)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     # Internal: one pipeline in this process.
@@ -176,11 +183,14 @@ def _child(args: argparse.Namespace) -> dict:
     return {"pipeline": args.child, "segment_seconds": seconds}
 
 
-def _run_child(name: str, folder: Path, case: Path, out: Path, threads: int) -> dict:
+def _run_child(name: str, folder: Path, case: Path, out: Path, threads: int, wait_policy: str) -> dict:
     command = [sys.executable, __file__, "--child", name, "--folder", str(folder), "--case", str(case),
                "--out", str(out), "--threads", str(threads)]
+    env = dict(os.environ)
+    if wait_policy != "inherit":
+        env["OMP_WAIT_POLICY"] = wait_policy
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     stdout = process.stdout.read() if process.stdout else ""
     _, status, usage = os.wait4(process.pid, 0)
     total = time.perf_counter() - start
@@ -220,12 +230,13 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(args.workdir) if args.workdir else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         folder, case = _setup(work, args)
-        results = [_run_child(name, folder, case, work / f"out_{name}", args.threads) for name in ("nnunet", "medseg")]
+        results = [_run_child(name, folder, case, work / f"out_{name}", args.threads, args.omp_wait_policy)
+                   for name in ("nnunet", "medseg")]
         to_source = json.loads((folder / "dataset.json").read_text())["medseg_source"]["nnunet_to_source"]
         agreement = _compare(work / "out_medseg" / f"{case.name}.nii.gz", work / "out_nnunet" / f"{case.name}.nii.gz",
                              to_source)
     print(f"case {' x '.join(map(str, args.shape))} x 4 channels, patch {args.patch}, features {args.features}, "
-          f"CPU, {args.threads} torch thread(s)")
+          f"CPU, {args.threads} torch thread(s), OMP_WAIT_POLICY {args.omp_wait_policy}")
     print(f"{'pipeline':<10}{'segment s':>12}{'process s':>12}{'peak RSS MiB':>15}")
     for r in results:
         print(f"{r['pipeline']:<10}{r['segment_seconds']:>12.1f}{r['total_seconds']:>12.1f}{r['peak_rss_mib']:>15.0f}")

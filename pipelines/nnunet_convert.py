@@ -263,8 +263,9 @@ def convert_to_nnunet(
         images_ts.mkdir(parents=True, exist_ok=True)
         for case in unlabelled:
             _write_case(case, images_ts, None, plan)
+    channels = dict(source_json["channel_names"]) if source_json and "channel_names" in source_json else None
     content: dict[str, object] = {
-        "channel_names": _channel_names(spec.modalities),
+        "channel_names": channels or _channel_names(spec.modalities),
         "labels": plan.labels,
         "numTraining": len(labelled),
         "file_ending": NNUNET_FILE_ENDING,

@@ -45,6 +45,7 @@ from medseg.pipelines.nnunet_plans import (
 from medseg.pipelines.nnunet_preprocess import (
     from_nnunet_axes,
     preprocess,
+    require_nnunet,
     restore_logits,
     to_nnunet_axes,
     uncrop,
@@ -109,6 +110,7 @@ class NnunetSegmenter:
         self.folder = Path(model_dir)
         self.options = options or SegmentOptions()
         self.device = resolve_device(self.options.device)
+        require_nnunet()
         self.plans = read_plans(self.folder / PLANS_NAME)
         self.labels: NnunetLabels = read_labels(self.folder / DATASET_NAME)
         folds = [str(f) for f in (self.options.folds or available_folds(self.folder))]

@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from medseg.errors import ConfigError, InputError, unknown_choice
+from medseg.errors import ConfigError, InputError, MedsegError, unknown_choice
 from medseg.optional import require
 
 PLANS_NAME = "plans.json"
@@ -124,11 +124,19 @@ class NnunetPlans:
         Raises:
             ConfigError: an unknown name, a cascade stage (needs the previous stage's segmentation), or a
                 preprocessor, resampling function or normalisation medseg does not implement.
+            InputError: missing or malformed entries.
         """
         if name not in self.configurations:
             raise unknown_choice(f"configuration in {self.path}", name, self.configurations)
-        entry = self._resolved(name, ())
         where = f"{self.path} configuration {name!r}"
+        try:
+            return self._checked(name, self._resolved(name, ()), where)
+        except MedsegError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"{where}: missing or malformed entry ({exc!r})") from exc
+
+    def _checked(self, name: str, entry: dict[str, Any], where: str) -> NnunetConfiguration:
         if entry.get("previous_stage"):
             raise ConfigError(f"{where} is a cascade stage (needs the segmentation of {entry['previous_stage']!r}); "
                               "medseg runs single-stage configurations only")
@@ -144,8 +152,8 @@ class NnunetPlans:
                 raise unknown_choice(f"normalization scheme in {where}", scheme, NORMALIZATIONS)
         arch = entry.get("architecture")
         if not isinstance(arch, Mapping):
-            raise ConfigError(f"{where}: no 'architecture' entry (plans from nnU-Net before v2.4 are not supported; "
-                              "re-plan the dataset with a current nnU-Net)")
+            raise ConfigError(f"{where}: no 'architecture' entry (plans written by older nnU-Net versions are not "
+                              "supported; re-plan the dataset with a current nnU-Net)")
         patch = tuple(int(p) for p in entry["patch_size"])
         spacing = tuple(float(s) for s in entry["spacing"])
         if len(patch) not in (2, 3) or len(spacing) != len(patch):

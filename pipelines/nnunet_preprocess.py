@@ -27,6 +27,21 @@ from medseg.optional import require
 from medseg.pipelines.nnunet_plans import NnunetConfiguration, NnunetPlans
 
 _FEATURE = "running nnU-Net model folders"
+NNUNET_MODULES: tuple[str, ...] = (
+    "nnunetv2.preprocessing.cropping.cropping",
+    "nnunetv2.preprocessing.normalization.default_normalization_schemes",
+    "nnunetv2.preprocessing.resampling.default_resampling",
+)
+
+
+def require_nnunet() -> None:
+    """Import the nnU-Net modules the preprocessing calls, so that a missing install fails before any case.
+
+    Raises:
+        MissingDependencyError: nnunetv2 is not installed.
+    """
+    for module in NNUNET_MODULES:
+        require(module, _FEATURE)
 
 
 @dataclass(frozen=True)

@@ -207,5 +207,8 @@ def split_deterministic(transform: Any) -> tuple[Callable[[Any], Any], Callable[
         if isinstance(item, RandomizableTrait) or not isinstance(item, Transform):
             first_random = index
             break
+    from medseg.transforms.compose import PresetCompose
+
+    # PresetCompose lets medseg's own errors (a corrupt case file, say) through unwrapped by MONAI.
     kwargs = {"map_items": transform.map_items, "unpack_items": transform.unpack_items, "lazy": transform.lazy}
-    return Compose(list(flat[:first_random]), **kwargs), Compose(list(flat[first_random:]), **kwargs)
+    return PresetCompose(list(flat[:first_random]), **kwargs), PresetCompose(list(flat[first_random:]), **kwargs)

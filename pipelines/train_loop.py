@@ -34,7 +34,7 @@ from torch import nn
 
 from medseg import __version__
 from medseg.config import ModelConfig, TrainConfig
-from medseg.errors import TrainingError
+from medseg.errors import MedsegError, TrainingError
 from medseg.pipelines.checkpoint import save_checkpoint
 from medseg.pipelines.distributed import DistributedContext, interleave
 from medseg.pipelines.interrupts import DeferredInterrupt, TrainingInterrupted
@@ -63,6 +63,26 @@ class LoopOutcome:
     stopped_at_max_steps: bool
     skipped_steps: int
     stopped_at_time_limit: bool = False
+
+
+def unwrap_worker_error(exc: MedsegError) -> MedsegError:
+    """The user error a DataLoader worker raised, without the worker's traceback.
+
+    A worker re-raises ``type(error)("Caught ... in DataLoader worker ...\nOriginal Traceback ...")``; the
+    original one-line message is the traceback's last line after ``"module.Class: "``.
+
+    Args:
+        exc: the error raised by iterating the DataLoader.
+
+    Returns:
+        ``exc`` itself when it did not come from a worker, else an error of the same class with the message.
+    """
+    text = str(exc)
+    if "DataLoader worker" not in text or "Original Traceback" not in text:
+        return exc
+    last = text.rstrip().splitlines()[-1]
+    prefix = f"{type(exc).__module__}.{type(exc).__qualname__}: "
+    return type(exc)(last[len(prefix):] if last.startswith(prefix) else last)
 
 
 class NonFiniteLossWarning(RuntimeWarning):
@@ -252,7 +272,10 @@ class TrainingLoop:
             collate_fn=list_data_collate,
             pin_memory=self.device.type == "cuda",
         )
-        yield from loader
+        try:
+            yield from loader
+        except MedsegError as exc:
+            raise unwrap_worker_error(exc) from None
 
     def _step(self, batch: dict[str, Any]) -> None:
         image = plain_tensor(batch["image"]).to(self.device, dtype=torch.float32, non_blocking=True)

@@ -39,11 +39,12 @@ class PresetCompose(Compose):
     Args:
         transforms: the transforms, applied in order.
         map_items: apply to each item of list outputs (MONAI's meaning).
+        **kwargs: other ``Compose`` options (``unpack_items``, ``lazy``).
     """
 
-    def __init__(self, transforms: Sequence, map_items: bool = True) -> None:
+    def __init__(self, transforms: Sequence, map_items: bool = True, **kwargs: object) -> None:
         # log_stats=False: a user error is reported once, by its message, not with a dump of the data.
-        super().__init__(transforms, map_items=map_items, log_stats=False)
+        super().__init__(transforms, map_items=map_items, log_stats=False, **kwargs)
 
     def __call__(self, input_: object, *args: object, **kwargs: object) -> object:
         """Apply the transforms; a medseg error raised by any of them propagates unwrapped."""

@@ -35,6 +35,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "models",
     "export",
     "demo",
+    "bench",
 )
 
 

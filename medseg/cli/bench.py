@@ -36,8 +36,8 @@ def _add_inference(kinds: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--model", metavar="MODEL_DIR", help="trained BraTS 2021 region model folder (default: medseg's "
                         "default 3D U-Net with seeded random weights, window 128^3)")
-    parser.add_argument("--quick", action="store_true", help=f"small case and window ({'x'.join(map(str, _quick()[0]))}, "
-                        f"window {_quick()[1][0]}^3) for a smoke test of a few seconds")
+    parser.add_argument("--quick", action="store_true", help="a 64x64x48 case and a 32^3 window: a smoke test of "
+                        "a few seconds")
     parser.add_argument("--shape", type=int, nargs=3, metavar=("D", "H", "W"), help="case shape (default 240 240 155)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic case and random weights (default 0)")
     parser.add_argument("--levers", action="store_true", help="also measure each lever (tile layout, precision, "
@@ -51,7 +51,7 @@ def _add_inference(kinds: argparse._SubParsersAction) -> None:
 
 
 def _add_train(kinds: argparse._SubParsersAction) -> None:
-    from medseg.pipelines.bench_train import FULL_SIZE, NETWORKS, QUICK_SIZE
+    from medseg.pipelines.bench_train import FULL_SIZE, NETWORKS, QUICK_SIZE  # no torch at import
 
     parser = kinds.add_parser(
         "train",
@@ -71,17 +71,13 @@ def _add_train(kinds: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_train)
 
 
-def _quick() -> tuple[tuple[int, ...], tuple[int, ...]]:
-    from medseg.pipelines.bench_inference import QUICK_SHAPE, QUICK_WINDOW
-
-    return QUICK_SHAPE, QUICK_WINDOW
-
-
 def run_inference(args: argparse.Namespace) -> int:
     """Run ``medseg bench inference`` (or, with the hidden ``--child``, one method for the parent's process)."""
     from medseg.pipelines.bench_inference import (
         FULL_SHAPE,
         FULL_WINDOW,
+        QUICK_SHAPE,
+        QUICK_WINDOW,
         InferenceBenchConfig,
         format_report,
         report_to_json,
@@ -92,7 +88,7 @@ def run_inference(args: argparse.Namespace) -> int:
     if args.child:
         print(run_child_method(args.child, args.workdir))
         return EXIT_OK
-    shape, window = _quick() if args.quick else (FULL_SHAPE, FULL_WINDOW)
+    shape, window = (QUICK_SHAPE, QUICK_WINDOW) if args.quick else (FULL_SHAPE, FULL_WINDOW)
     config = InferenceBenchConfig(
         shape=tuple(args.shape) if args.shape else shape,
         window=window,

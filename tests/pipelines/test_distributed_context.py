@@ -156,10 +156,10 @@ def test_worker_arguments_reproduce_every_train_option_except_nproc():
 
     parser = _train_parser()
     argv = ["train", "data dir", "--output", "runs/x", "--config", "c.yaml", "--model", "unet", "--variant", "tiny",
-            "--epochs", "3", "--steps-per-epoch", "4", "--patch", "16", "16", "8", "--batch-size", "4", "--lr", "0.0003",
-            "--optimizer", "sgd", "--fold", "1", "--n-folds", "3", "--val-interval", "2", "--seed", "9",
-            "--deterministic", "--no-amp", "--device", "cpu", "--num-workers", "0", "--max-steps", "5", "--no-progress",
-            "--dist-timeout", "30.5", "--nproc", "2"]
+            "--epochs", "3", "--steps-per-epoch", "4", "--patch", "16", "16", "8", "--batch-size", "4",
+            "--lr", "0.0003", "--optimizer", "sgd", "--fold", "1", "--n-folds", "3", "--val-interval", "2",
+            "--seed", "9", "--deterministic", "--no-amp", "--device", "cpu", "--num-workers", "0", "--max-steps", "5",
+            "--max-minutes", "2.5", "--no-progress", "--dist-timeout", "30.5", "--nproc", "2"]
     args = parser.parse_args(argv)
     again = parser.parse_args(worker_arguments(args))
     expected = {**vars(args), "nproc": None}

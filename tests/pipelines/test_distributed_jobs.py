@@ -1,4 +1,4 @@
-"""Real data-parallel jobs on the CPU (gloo, 2 processes via torchrun on localhost): training, resume, failures, segment.
+"""Real data-parallel jobs on the CPU (gloo, 2 processes, torchrun on localhost): training, resume, failures, segment.
 
 Each worker runs ``medseg.cli.main`` under a small wrapper that records, with a Python audit hook, every file
 it creates, opens for writing, renames or removes under a watched folder, and its exit code.
@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from medseg.cli import main
 from medseg.config import TrainConfig
@@ -118,7 +117,8 @@ def runs(tmp_path_factory):
     shutil.copytree(single, root / "single_at_2")
     train(data, single, CONFIG, resume=True)
     ddp = root / "ddp"
-    code, reports, _ = _launch(root, ddp, ["train", str(data), "--output", str(ddp), *CLI, "--max-steps", "2"], "ddp_reports")
+    args = ["train", str(data), "--output", str(ddp), *CLI, "--max-steps", "2"]
+    code, reports, _ = _launch(root, ddp, args, "ddp_reports")
     return {"root": root, "data": data, "single": single, "single_at_2": root / "single_at_2", "ddp": ddp,
             "ddp_code": code, "reports": reports}
 
@@ -260,5 +260,6 @@ def test_sharded_segmentation_writes_every_case_once_and_every_rank_counts_all_f
     assert outputs == expected
     assert sorted(p.name for p in out.iterdir()) == sorted(expected)
     summary = (reports / "rank0.out").read_text()
-    assert "segmented 4 of 5 cases" in summary and all(folder.name in summary for folder in source if folder.name != broken)
+    assert "segmented 4 of 5 cases" in summary
+    assert all(folder.name in summary for folder in source if folder.name != broken)
     assert (reports / "rank1.out").read_text() == ""

@@ -134,3 +134,17 @@ def test_exception_while_saving_a_checkpoint_keeps_the_previous_one(brats, tmp_p
     assert state["position"] == {"epoch": 1, "step_in_epoch": 0, "global_step": 2, "steps_per_epoch": 2}
     result = train(brats, run, CONFIG, resume=True)
     assert result.global_step == 4
+
+
+def test_a_corrupt_training_case_is_a_one_line_input_error(tmp_path, capsys):
+    root = tmp_path / "brats"
+    assert main(["synth", "brats", str(root), "--cases", "5", "--shape", "32", "32", "24", "--seed", "3"]) == 0
+    for path in sorted(root.glob("*/*_t2.nii.gz")):
+        path.write_bytes(path.read_bytes()[:200])  # truncated gzip in every case
+    args = ["train", str(root), "--model", "unet", "--variant", "tiny", "--output", str(tmp_path / "run"),
+            "--epochs", "1", "--steps-per-epoch", "1", "--patch", "16", "16", "16", "--device", "cpu"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("medseg train: error:") and "_t2.nii.gz" in last, last
