@@ -106,6 +106,9 @@ def shift_labels(labels: np.ndarray, offset: tuple[int, ...]) -> np.ndarray:
 
     Returns:
         A new label map of the same shape and dtype.
+
+    Raises:
+        ConfigError: if there is not one offset per axis.
     """
     if len(offset) != labels.ndim:
         raise ConfigError(f"a shift needs one offset per axis ({labels.ndim}), got {offset}")
@@ -128,6 +131,9 @@ def perturb(labels: np.ndarray, perturbation: str) -> np.ndarray:
 
     Returns:
         A new label map of the same shape and dtype.
+
+    Raises:
+        ConfigError: for an invalid perturbation string (see :func:`parse`) or a shift of another dimension.
     """
     kind, numbers = parse(perturbation)
     if kind == "erode":

@@ -76,6 +76,9 @@ def view(volume: np.ndarray, spacing: Sequence[float], name: str, centre: Sequen
         ``(plane (rows, columns), aspect)``: rows run from posterior to anterior (axial) or from inferior to
         superior (coronal, sagittal); columns from the patient's right to left (axial, coronal) or from
         anterior to posterior (sagittal); ``aspect`` is the row spacing over the column spacing.
+
+    Raises:
+        ConfigError: for another view name.
     """
     x, y, z = (int(c) for c in centre)
     sx, sy, sz = (float(s) for s in spacing)
@@ -98,6 +101,9 @@ def ct_window(image: np.ndarray, level: float, width: float) -> np.ndarray:
 
     Returns:
         float32 array of the same shape in [0, 1].
+
+    Raises:
+        ConfigError: if ``width`` is not positive.
     """
     if width <= 0:
         raise ConfigError(f"the CT window width must be positive, got {width} HU")

@@ -1,8 +1,10 @@
 """Shared parts of the benchmarks: peak memory, machine load, child processes and Markdown tables.
 
-Peak memory is the peak resident set size of a process (``resource.getrusage(RUSAGE_SELF).ru_maxrss``);
-it only grows, so a measurement that must not see an earlier one's peak runs in a fresh child process
-(:func:`run_child`), which prints one JSON object as its last line of output.
+Peak memory is the peak resident set size of a process (Linux ``VmHWM`` in ``/proc/self/status``); it only
+grows, so a measurement that must not see an earlier one's peak runs in a fresh child process
+(:func:`run_child`), which prints one JSON object as its last line of output. ``VmHWM`` and not
+``getrusage().ru_maxrss``: on Linux a child's ``ru_maxrss`` starts at its parent's resident size at the
+fork (it survives ``exec``), so a child of a large parent would report the parent's size.
 """
 
 from __future__ import annotations
@@ -24,8 +26,19 @@ MIB = 1024.0 * 1024.0
 
 
 def peak_rss_mib() -> float:
-    """Peak resident set size of this process so far, in MiB (Linux reports ``ru_maxrss`` in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0 / MIB
+    """Peak resident set size of this process's memory image so far, in MiB.
+
+    Linux: ``VmHWM`` of ``/proc/self/status``; elsewhere ``ru_maxrss`` (which may include the parent's size).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024.0 / MIB
+    except OSError:
+        pass
+    scale = 1.0 if sys.platform == "darwin" else 1024.0  # macOS reports bytes, Linux KiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / MIB
 
 
 def load_average() -> float:

@@ -65,6 +65,8 @@ class InferenceBenchConfig:
         seed: seed of the synthetic case and of the random weights.
         own_process: also run each method alone in a fresh process for its peak memory.
         levers: also measure the levers (each in its own process).
+        threads: ``torch.set_num_threads`` in this process and every child (``None``: torch's default, one
+            per core; on a machine shared with other jobs one thread gives steadier figures).
         child_timeout: seconds after which a child process is stopped.
     """
 
@@ -74,6 +76,7 @@ class InferenceBenchConfig:
     seed: int = 0
     own_process: bool = True
     levers: bool = False
+    threads: int | None = None
     child_timeout: float = 1800.0
 
     def __post_init__(self) -> None:
@@ -81,6 +84,8 @@ class InferenceBenchConfig:
             raise ConfigError(f"case shape must be 3 sizes >= 8, got {self.shape}")
         if len(self.window) != 3 or min(self.window) < 16 or any(w % 16 for w in self.window):
             raise ConfigError(f"window must be 3 multiples of 16 (the default U-Net's divisor), got {self.window}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {self.threads}")
 
 
 @dataclass
@@ -383,6 +388,9 @@ def run_inference_bench(
     from medseg.pipelines.segment import Segmenter, SegmentOptions
 
     started = time.perf_counter()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    threads = ["--threads", str(config.threads)] if config.threads else []
     workspace = prepare_workspace(config, root)
     model, model_config = load_model_folder(workspace.model_dir, device="cpu")
     window = tuple(int(w) for w in model_config.patch_size)
@@ -421,7 +429,9 @@ def run_inference_bench(
 
     if config.own_process:
         for method in METHODS:
-            child = run_child(["bench", "inference", "--child", method, "--workdir", str(workspace.root)], config.child_timeout)
+            child = run_child(
+                ["bench", "inference", "--child", method, "--workdir", str(workspace.root), *threads], config.child_timeout
+            )
             results[method].own_seconds = child.get("seconds")
             results[method].peak_rss_mib = child.get("peak_rss_mib")
             if "error" in child:
@@ -433,8 +443,10 @@ def run_inference_bench(
         for name in LEVERS:
             lever = MethodResult(name, LEVERS[name][0])
             load_l = load_average()
-            child = run_child(["bench", "inference", "--child", f"lever:{name}", "--workdir", str(workspace.root)],
-                              config.child_timeout)
+            child = run_child(
+                ["bench", "inference", "--child", f"lever:{name}", "--workdir", str(workspace.root), *threads],
+                config.child_timeout,
+            )
             lever.own_seconds, lever.peak_rss_mib, lever.load = child.get("seconds"), child.get("peak_rss_mib"), load_l
             lever.error = child.get("error")
             labels_path = workspace.root / "levers" / f"{name}.npy"
@@ -606,7 +618,7 @@ def format_report(report: InferenceBenchReport) -> str:
         ratio = base.seconds / r.seconds if base.seconds and r.seconds else None
         own_ratio = base.own_seconds / r.own_seconds if base.own_seconds and r.own_seconds else None
         dice = " / ".join(f"{r.dice[v]:.4f}" for v in LABELS) if r.dice else ("reference" if r is base else "-")
-        rows.append([r.title, r.seconds, ratio, r.own_seconds, own_ratio, r.peak_rss_mib, dice, r.load, r.error or ""])
+        rows.append([r.title, r.seconds, ratio, r.own_seconds, own_ratio, r.peak_rss_mib, dice, _load(r.load), r.error or ""])
     header = ["method", "time (s)", "speed-up vs (a)", "time alone (s)", "speed-up alone", "peak RSS alone (MiB)",
               "Dice vs (a), labels 1/2/4", "load", "error"]
     lines.append(markdown_table(header, rows))
@@ -618,13 +630,17 @@ def format_report(report: InferenceBenchReport) -> str:
             dice = " / ".join(f"{r.dice[v]:.4f}" for v in LABELS) if r.dice else "-"
             vs_a = base.own_seconds / r.own_seconds if base.own_seconds and r.own_seconds else None
             vs_crop = crop_time / r.own_seconds if crop_time and r.own_seconds else None
-            lever_rows.append([r.method, r.title, r.own_seconds, vs_a, vs_crop, r.peak_rss_mib, dice, r.load, r.error or ""])
+            lever_rows.append([r.method, r.title, r.own_seconds, vs_a, vs_crop, r.peak_rss_mib, dice, _load(r.load), r.error or ""])
         lines.append(markdown_table(
             ["lever", "settings", "time (s)", "speed-up vs (a)", "vs crop row", "peak RSS (MiB)", "Dice vs (a), 1/2/4",
              "load", "error"],
             lever_rows,
         ))
     return "\n".join(lines)
+
+
+def _load(value: float | None) -> str | None:
+    return f"{value:.1f}" if value is not None else None
 
 
 def report_to_json(report: InferenceBenchReport) -> str:

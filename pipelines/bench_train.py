@@ -31,7 +31,7 @@ from medseg.pipelines.bench_common import (
 
 NETWORKS = ("unet", "reversible_unet", "swin_unetr", "mamba_unet", "transunet")
 FULL_SIZE = 96
-QUICK_SIZE = 32
+QUICK_SIZE = 64  # swin_unetr's deepest stage needs more than one voxel when training
 
 
 @dataclass(frozen=True)
@@ -156,6 +156,10 @@ def run_train_bench(config: TrainBenchConfig, log: Callable[[str], None] = print
     Returns:
         The report (failed networks carry their error).
     """
+    import torch
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
     report = TrainBenchReport(config, machine_description())
     for name in config.networks:
         args = ["bench", "train", "--child", name, "--size", str(config.size), "--batch-size", str(config.batch_size),
@@ -197,7 +201,7 @@ def format_train_report(report: TrainBenchReport) -> str:
             f"{r.voxels_per_second:,.0f}" if r.voxels_per_second else None,
             r.peak_rss_mib,
             r.step_rss_mib,
-            r.load,
+            f"{r.load:.1f}" if r.load is not None else None,
             r.error or "",
         ]
         for r in report.results

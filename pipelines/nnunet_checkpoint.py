@@ -35,10 +35,16 @@ _GLOBAL_IN_MESSAGE = re.compile(r"GLOBAL ([\w.]+)|got <class '([\w.]+)'>")
 
 
 def _numpy_objects() -> list[Any]:
-    objects: list[Any] = [np.dtype, np.dtypes.Float32DType, np.dtypes.Float64DType]
+    """The allowed numpy globals, each also under the name the other numpy major version pickles it with."""
     core = getattr(np, "_core", None) or np.core
-    objects.append(core.multiarray.scalar)
-    return objects
+    scalar = core.multiarray.scalar
+    return [
+        np.dtype,
+        np.dtypes.Float32DType,
+        np.dtypes.Float64DType,
+        (scalar, "numpy._core.multiarray.scalar"),
+        (scalar, "numpy.core.multiarray.scalar"),
+    ]
 
 
 @dataclass(frozen=True)

@@ -181,6 +181,8 @@ def _check_case_grid(case: CaseFiles) -> None:
 
 
 def _write_case(case: CaseFiles, images_dir: Path, labels_dir: Path | None, plan: LabelPlan) -> None:
+    if labels_dir is None:
+        case = CaseFiles(case_id=case.case_id, images=case.images, label=None, group=case.group)
     _check_case_grid(case)
     for channel, source in enumerate(case.images):
         _copy_image(source, images_dir / f"{case.case_id}_{channel:04d}{NNUNET_FILE_ENDING}")
@@ -191,17 +193,22 @@ def _write_case(case: CaseFiles, images_dir: Path, labels_dir: Path | None, plan
 
 
 def _cases(root: Path, spec: DatasetSpec) -> tuple[list[CaseFiles], list[CaseFiles]]:
-    """(labelled cases, unlabelled cases) over the layout's subsets, with their files checked to exist."""
+    """(training cases with labels, test or unlabelled cases), with their files checked to exist.
+
+    Test-subset cases (Synapse ``Testing``, nnU-Net ``imagesTs``) stay test cases even when labelled.
+    """
     labelled: list[CaseFiles] = []
     unlabelled: list[CaseFiles] = []
     subsets = ("train",) if spec.name.startswith("brats") else ("train", "test")
     for subset in subsets:
         for case in scan_dataset(root, spec, subset).cases:
-            missing = [p for p in (*case.images, case.label) if p is not None and not p.is_file()]
+            training = subset == "train" and case.label is not None
+            files = (*case.images, case.label) if training else case.images
+            missing = [p for p in files if p is not None and not p.is_file()]
             if missing:
                 raise InputError(f"case {case.case_id}: missing file(s) {', '.join(map(str, missing))}; run "
                                  f"`medseg check {root}` for every problem")
-            (labelled if case.label is not None else unlabelled).append(case)
+            (labelled if training else unlabelled).append(case)
     ids = [c.case_id for c in labelled + unlabelled]
     repeated = sorted({i for i in ids if ids.count(i) > 1})
     if repeated:
@@ -249,7 +256,8 @@ def convert_to_nnunet(
     target = out_root / folder_name
     if target.exists() and any(target.iterdir()):
         raise InputError(f"{target}: exists and is not empty; choose another id or name, or remove it")
-    taken = sorted(p.name for p in out_root.glob(f"Dataset{dataset_id:03d}_*") if p != target) if out_root.is_dir() else []
+    siblings = out_root.glob(f"Dataset{dataset_id:03d}_*") if out_root.is_dir() else []
+    taken = sorted(p.name for p in siblings if p != target)
     if taken:
         raise InputError(f"{out_root}: dataset id {dataset_id} is already used by {', '.join(taken)}; nnU-Net "
                          "finds datasets by id, so ids must be unique")

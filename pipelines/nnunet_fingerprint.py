@@ -71,7 +71,14 @@ def ras_permutation(affine: np.ndarray) -> np.ndarray:
 
 
 def nonzero_box_shape(image: np.ndarray) -> tuple[int, int, int]:
-    """Shape of the bounding box of voxels nonzero in any channel of ``(C, I, J, K)`` data (full shape if none)."""
+    """The shape of the bounding box of voxels that are nonzero in any channel.
+
+    Args:
+        image: ``(C, I, J, K)`` data.
+
+    Returns:
+        The box's ``(I', J', K')``; the full shape when every voxel is zero.
+    """
     mask = np.any(image != 0, axis=0)
     if not mask.any():
         return tuple(int(n) for n in mask.shape)

@@ -67,13 +67,27 @@ _FOLD_FOLDER = re.compile(r"^fold_(\d+|all)$")
 
 
 def is_nnunet_model_folder(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is an nnU-Net v2 results folder (``plans.json`` and ``dataset.json`` side by side)."""
+    """Whether a folder is an nnU-Net v2 results folder.
+
+    Args:
+        path: the model folder given to ``medseg segment``.
+
+    Returns:
+        ``True`` when it holds ``plans.json`` and ``dataset.json`` side by side.
+    """
     folder = Path(path)
     return folder.is_dir() and (folder / PLANS_NAME).is_file() and (folder / DATASET_NAME).is_file()
 
 
 def available_folds(folder: Path) -> list[str]:
-    """The folds of a results folder that have a final checkpoint, numeric ones sorted (``fold_all`` excluded)."""
+    """The folds of a results folder that have a final checkpoint.
+
+    Args:
+        folder: the results folder.
+
+    Returns:
+        Fold numbers as strings, sorted (``fold_all`` is not included, as in nnU-Net).
+    """
     folds = []
     for entry in folder.iterdir():
         match = _FOLD_FOLDER.match(entry.name)
@@ -126,6 +140,10 @@ class NnunetSegmenter:
             checkpoints.append(load_checkpoint(path))
         self.folds = folds
         name = _configuration_name(self.folder, checkpoints[0])
+        others = sorted({c.configuration for c in checkpoints if c.configuration not in (None, name)})
+        if others:
+            raise InputError(f"{self.folder}: the folds were trained with different configurations ({name}, "
+                             f"{', '.join(others)}); ensemble folds of one configuration")
         self.configuration = self.plans.configuration(name)
         in_channels = len(self.labels.channel_names)
         if len(self.configuration.normalization_schemes) != in_channels:
@@ -198,7 +216,8 @@ class NnunetSegmenter:
             labels = keep_largest_components(labels)
         save_like(labels, volume.geometry, target, kind="label")
         if self.options.probabilities:
-            fill = [0.0] * probabilities.shape[0] if self.labels.region_based else [1.0] + [0.0] * (probabilities.shape[0] - 1)
+            heads = probabilities.shape[0]
+            fill = [0.0] * heads if self.labels.region_based else [1.0] + [0.0] * (heads - 1)
             full = from_nnunet_axes(self._transpose_back(uncrop(probabilities, prepared, fill)), change)
             write_probabilities(output_path(output_dir, case.case_id, "_probabilities.npz"), full, self.config,
                                 volume.geometry)
@@ -208,12 +227,12 @@ class NnunetSegmenter:
         from medseg.io import load_case, load_volume
 
         n = len(self.labels.channel_names)
-        nonfinite = self.options.nonfinite
+        load_options = {"nonfinite": self.options.nonfinite, "allow_irregular": self.options.allow_irregular}
         if case.channels_in_file:
-            volume = load_volume(case.paths[0], channels=True, nonfinite=nonfinite)
+            volume = load_volume(case.paths[0], channels=True, **load_options)
         else:
             names = self.modalities if len(case.paths) == n and len(set(self.modalities)) == n else None
-            volume = load_case(case.paths, names=names, nonfinite=nonfinite)
+            volume = load_case(case.paths, names=names, **load_options)
         if volume.array.ndim == 3:
             volume.array = volume.array[None]
         if volume.array.shape[0] != n:

@@ -30,7 +30,9 @@ NORMALIZATIONS: tuple[str, ...] = (
 )
 RESAMPLING_FUNCTIONS: tuple[str, ...] = ("resample_data_or_seg_to_shape",)
 _UNET_MODULE = "dynamic_network_architectures.architectures.unet"
-NETWORK_CLASSES: tuple[str, ...] = tuple(f"{_UNET_MODULE}.{n}" for n in ("PlainConvUNet", "ResidualEncoderUNet", "ResidualUNet"))
+NETWORK_CLASSES: tuple[str, ...] = tuple(
+    f"{_UNET_MODULE}.{n}" for n in ("PlainConvUNet", "ResidualEncoderUNet", "ResidualUNet")
+)
 _TORCH_LAYERS = frozenset({
     "Conv1d", "Conv2d", "Conv3d",
     "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "GroupNorm",
@@ -44,7 +46,17 @@ _RESIDUAL_BLOCKS = {
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    """Read a JSON object from ``path`` (:class:`InputError` naming the file when missing or malformed)."""
+    """Read a JSON object from a file.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The object.
+
+    Raises:
+        InputError: naming the file when it is missing, not JSON, or not an object.
+    """
     try:
         content = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -174,7 +186,8 @@ class NnunetPlans:
 
     def _resolved(self, name: str, seen: tuple[str, ...]) -> dict[str, Any]:
         if name in seen:
-            raise ConfigError(f"{self.path}: configurations inherit from each other in a loop: {' -> '.join(seen + (name,))}")
+            loop = " -> ".join(seen + (name,))
+            raise ConfigError(f"{self.path}: configurations inherit from each other in a loop: {loop}")
         if name not in self.configurations:
             raise unknown_choice(f"configuration in {self.path}", name, self.configurations)
         entry = dict(self.configurations[name])

@@ -55,7 +55,9 @@ class AxisChange:
     orientation: np.ndarray | None = None
 
 
-def to_nnunet_axes(array: np.ndarray, geometry: Geometry, reader: str) -> tuple[np.ndarray, tuple[float, ...], AxisChange]:
+def to_nnunet_axes(
+    array: np.ndarray, geometry: Geometry, reader: str
+) -> tuple[np.ndarray, tuple[float, ...], AxisChange]:
     """Reorder a medseg case the way nnU-Net's reader would have read the same files.
 
     Args:
@@ -81,7 +83,15 @@ def to_nnunet_axes(array: np.ndarray, geometry: Geometry, reader: str) -> tuple[
 
 
 def from_nnunet_axes(array: np.ndarray, change: AxisChange) -> np.ndarray:
-    """Invert :func:`to_nnunet_axes` on ``(z, y, x)`` or ``(C, z, y, x)`` data, giving ``(i, j, k)`` / ``(C, i, j, k)``."""
+    """Invert :func:`to_nnunet_axes`.
+
+    Args:
+        array: ``(z, y, x)`` or ``(C, z, y, x)`` data in nnU-Net's order.
+        change: what :func:`to_nnunet_axes` returned for the case.
+
+    Returns:
+        ``(i, j, k)`` or ``(C, i, j, k)`` data in medseg's order.
+    """
     spatial = array.ndim - 3
     order = tuple(range(spatial)) + tuple(spatial + a for a in (2, 1, 0))
     out = array.transpose(order)

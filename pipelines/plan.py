@@ -280,7 +280,8 @@ def plan_dataset(dataset_dir: str | os.PathLike) -> dict[str, Any]:
         "stages": len(plan.topology.features),
         "resample": plan.resample,
     }
-    return {"fingerprint": fingerprint.to_dict(), "plan": summary, "train_config": train_config_from_plan(plan, fingerprint)}
+    config = train_config_from_plan(plan, fingerprint)
+    return {"fingerprint": fingerprint.to_dict(), "plan": summary, "train_config": config}
 
 
 def plan_to_yaml(planned: dict[str, Any]) -> str:

@@ -44,6 +44,8 @@ def _add_inference(kinds: argparse._SubParsersAction) -> None:
                         "buffers, threads, compile, ONNX Runtime) in its own process")
     parser.add_argument("--no-own-process", dest="own_process", action="store_false",
                         help="skip the per-method runs in fresh processes (no peak RSS)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads in every process (default: "
+                        "torch's, one per core; 1 gives steadier figures on a machine shared with other jobs)")
     parser.add_argument("--workdir", metavar="DIR", help="keep the case, model and outputs here (default: a temporary folder)")
     parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -86,6 +88,10 @@ def run_inference(args: argparse.Namespace) -> int:
     )
 
     if args.child:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         print(run_child_method(args.child, args.workdir))
         return EXIT_OK
     shape, window = (QUICK_SHAPE, QUICK_WINDOW) if args.quick else (FULL_SHAPE, FULL_WINDOW)
@@ -96,6 +102,7 @@ def run_inference(args: argparse.Namespace) -> int:
         seed=args.seed,
         own_process=args.own_process,
         levers=args.levers,
+        threads=args.threads,
     )
 
     def log(line: str) -> None:

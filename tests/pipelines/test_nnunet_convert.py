@@ -112,3 +112,17 @@ def test_labels_outside_the_convention_are_refused_naming_the_file(datasets: Pat
     save_like(broken, label.geometry, case["label"])
     with pytest.raises(InputError, match=r"seg\.nii\.gz: label values \[3\]"):
         convert_to_nnunet(source, tmp_path / "out", 137)
+
+
+def test_test_cases_go_to_images_ts_without_labels(datasets: Path, tmp_path: Path) -> None:
+    import shutil
+
+    source = tmp_path / "synapse"
+    shutil.copytree(datasets / "synapse", source)
+    testing = source / "RawData" / "Testing" / "img"
+    testing.mkdir(parents=True)
+    shutil.copyfile(source / "RawData" / "Training" / "img" / "img0001.nii.gz", testing / "img0061.nii.gz")
+    folder = convert_to_nnunet(source, tmp_path / "out", 8)
+    assert [p.name for p in (folder / "imagesTs").iterdir()] == ["case0061_0000.nii.gz"]
+    assert sorted(p.name for p in (folder / "labelsTr").iterdir()) == ["case0001.nii.gz", "case0002.nii.gz"]
+    assert json.loads((folder / "dataset.json").read_text())["numTraining"] == 2

@@ -1,4 +1,4 @@
-"""``medseg segment`` on nnU-Net v2 results folders agrees with nnU-Net's own predictor and refuses unsafe checkpoints."""
+"""``medseg segment`` with nnU-Net v2 results folders matches nnU-Net's predictor; unsafe checkpoints are refused."""
 
 from __future__ import annotations
 
@@ -26,20 +26,20 @@ FOLDER_NAME = f"nnUNetTrainer__nnUNetPlans__{CONFIGURATION}"
 MIN_VOXELS_FOR_DICE = 1000
 
 
-def _architecture(in_dims: int, strides: list[list[int]], features: list[int]) -> dict:
+def _architecture(dims: int, strides: list[list[int]], features: list[int]) -> dict:
     n = len(features)
     return {
         "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
         "arch_kwargs": {
             "n_stages": n,
             "features_per_stage": features,
-            "conv_op": "torch.nn.modules.conv.Conv3d",
-            "kernel_sizes": [[3] * in_dims] * n,
+            "conv_op": f"torch.nn.modules.conv.Conv{dims}d",
+            "kernel_sizes": [[3] * dims] * n,
             "strides": strides,
             "n_conv_per_stage": [2] * n,
             "n_conv_per_stage_decoder": [2] * (n - 1),
             "conv_bias": True,
-            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+            "norm_op": f"torch.nn.modules.instancenorm.InstanceNorm{dims}d",
             "norm_op_kwargs": {"eps": 1e-05, "affine": True},
             "dropout_op": None,
             "dropout_op_kwargs": None,
@@ -50,7 +50,7 @@ def _architecture(in_dims: int, strides: list[list[int]], features: list[int]) -
     }
 
 
-def _plans(configuration: dict, transpose_forward: list[int], intensity: dict) -> dict:
+def _plans(configuration: dict, transpose_forward: list[int], intensity: dict, name: str = CONFIGURATION) -> dict:
     backward = [transpose_forward.index(a) for a in range(3)]
     resampling = {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None}
     return {
@@ -60,8 +60,8 @@ def _plans(configuration: dict, transpose_forward: list[int], intensity: dict) -
         "transpose_forward": transpose_forward,
         "transpose_backward": backward,
         "configurations": {
-            CONFIGURATION: {
-                "data_identifier": f"nnUNetPlans_{CONFIGURATION}",
+            name: {
+                "data_identifier": f"nnUNetPlans_{name}",
                 "preprocessor_name": "DefaultPreprocessor",
                 "batch_size": 2,
                 "resampling_fn_data": "resample_data_or_seg_to_shape",
@@ -80,7 +80,8 @@ def _plans(configuration: dict, transpose_forward: list[int], intensity: dict) -
     }
 
 
-def _checkpoint_like_nnunet(network, plans: dict, dataset_json: dict, patch: list[int], channels: int) -> dict:
+def _checkpoint_like_nnunet(network, plans: dict, dataset_json: dict, patch: list[int], channels: int,
+                            name: str) -> dict:
     """What nnUNetTrainer.save_checkpoint writes, numpy scalars included."""
     import torch
 
@@ -105,41 +106,46 @@ def _checkpoint_like_nnunet(network, plans: dict, dataset_json: dict, patch: lis
         },
         "_best_ema": np.float64(0.025),
         "current_epoch": 1,
-        "init_args": {"plans": plans, "configuration": CONFIGURATION, "fold": 0, "dataset_json": dataset_json,
+        "init_args": {"plans": plans, "configuration": name, "fold": 0, "dataset_json": dataset_json,
                       "device": torch.device("cpu")},
         "trainer_name": "nnUNetTrainer",
-        "inference_allowed_mirroring_axes": (0, 1, 2),
+        "inference_allowed_mirroring_axes": tuple(range(len(patch))),
     }
 
 
-def _results_folder(root: Path, plans: dict, dataset_json: dict, folds: int = 1, seed: int = 0) -> Path:
+def _results_folder(root: Path, plans: dict, dataset_json: dict, folds: int = 1, seed: int = 0,
+                    name: str = CONFIGURATION) -> Path:
     """A trained-looking nnU-Net results folder with randomly initialised PlainConvUNet weights."""
     import torch
     from dynamic_network_architectures.architectures.unet import PlainConvUNet
     from dynamic_network_architectures.initialization.weight_init import InitWeights_He
     from torch import nn
 
-    folder = root / FOLDER_NAME
+    folder = root / f"nnUNetTrainer__nnUNetPlans__{name}"
     folder.mkdir(parents=True)
     (folder / "plans.json").write_text(json.dumps(plans, indent=2))
     (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
-    config = plans["configurations"][CONFIGURATION]
+    config = plans["configurations"][name]
+    dims = len(config["patch_size"])
     kwargs = dict(config["architecture"]["arch_kwargs"])
-    kwargs.update(conv_op=nn.Conv3d, norm_op=nn.InstanceNorm3d, nonlin=nn.LeakyReLU, dropout_op=None)
+    kwargs.update(conv_op=getattr(nn, f"Conv{dims}d"), norm_op=getattr(nn, f"InstanceNorm{dims}d"),
+                  nonlin=nn.LeakyReLU, dropout_op=None)
     channels = len(dataset_json["channel_names"])
     labels = dataset_json["labels"]
-    heads = sum(1 for v in labels.values() if v != 0) if any(isinstance(v, list) for v in labels.values()) else len(labels)
+    region_based = any(isinstance(v, list) for v in labels.values())
+    heads = sum(1 for v in labels.values() if v != 0) if region_based else len(labels)
     for fold in range(folds):
         torch.manual_seed(seed + fold)
         network = PlainConvUNet(input_channels=channels, num_classes=heads, deep_supervision=False, **kwargs)
         network.apply(InitWeights_He(1e-2))
         (folder / f"fold_{fold}").mkdir()
-        checkpoint = _checkpoint_like_nnunet(network, plans, dataset_json, config["patch_size"], channels)
+        checkpoint = _checkpoint_like_nnunet(network, plans, dataset_json, config["patch_size"], channels, name)
         torch.save(checkpoint, folder / f"fold_{fold}" / "checkpoint_final.pth")
     return folder
 
 
-def _nnunet_prediction(folder: Path, images: list[Path], out_dir: Path, folds: tuple[int, ...] = (0,)) -> np.ndarray:
+def _nnunet_prediction(folder: Path, images: list[Path], out_dir: Path, folds: tuple[int, ...] = (0,),
+                       name: str = CONFIGURATION) -> np.ndarray:
     """nnU-Net's own nnUNetPredictor on the same files (no mirroring, step 0.5, CPU)."""
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
@@ -149,7 +155,7 @@ def _nnunet_prediction(folder: Path, images: list[Path], out_dir: Path, folds: t
     plans = json.loads((folder / "plans.json").read_text())
     dataset_json = json.loads((folder / "dataset.json").read_text())
     manager = PlansManager(plans)
-    configuration = manager.get_configuration(CONFIGURATION)
+    configuration = manager.get_configuration(name)
     labels = manager.get_label_manager(dataset_json)
     network = get_network_from_plans(
         configuration.network_arch_class_name, configuration.network_arch_init_kwargs,
@@ -160,7 +166,7 @@ def _nnunet_prediction(folder: Path, images: list[Path], out_dir: Path, folds: t
                ["network_weights"] for f in folds]
     predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
                                 perform_everything_on_device=False, device=torch.device("cpu"), allow_tqdm=False)
-    predictor.manual_initialization(network, manager, configuration, weights, dataset_json, "nnUNetTrainer", (0, 1, 2))
+    predictor.manual_initialization(network, manager, configuration, weights, dataset_json, "nnUNetTrainer", None)
     out_dir.mkdir(parents=True, exist_ok=True)
     predictor.predict_from_files_sequential([[str(p) for p in images]], [str(out_dir / "case")],
                                             save_probabilities=False, overwrite=True)
@@ -181,7 +187,8 @@ def _dice_per_label(ours: np.ndarray, theirs: np.ndarray, min_voxels: int) -> di
 def brats(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A synthetic BraTS 2021 case and a region-based results folder from its nnU-Net conversion."""
     root = tmp_path_factory.mktemp("nnunet_brats")
-    assert main(["synth", "brats", str(root / "brats"), "--cases", "1", "--shape", "40", "44", "28", "--seed", "3"]) == 0
+    assert main(["synth", "brats", str(root / "brats"), "--cases", "1", "--shape", "40", "44", "28",
+                 "--seed", "3"]) == 0
     raw = convert_to_nnunet(root / "brats", root / "raw", 137)
     dataset_json = json.loads((raw / "dataset.json").read_text())
     intensity = {str(c): {"mean": 0.0, "std": 1.0, "percentile_00_5": 0.0, "percentile_99_5": 1.0} for c in range(4)}
@@ -225,7 +232,8 @@ def test_brats_region_model_agrees_with_nnunet_predictor(brats: dict, tmp_path: 
 def synapse(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A synthetic thick-slice Synapse CT and a softmax results folder (CT normalisation, separate-z resampling)."""
     root = tmp_path_factory.mktemp("nnunet_synapse")
-    assert main(["synth", "synapse", str(root / "syn"), "--cases", "1", "--shape", "64", "64", "10", "--seed", "1"]) == 0
+    assert main(["synth", "synapse", str(root / "syn"), "--cases", "1", "--shape", "64", "64", "10",
+                 "--seed", "1"]) == 0
     raw = convert_to_nnunet(root / "syn", root / "raw", 8)
     dataset_json = json.loads((raw / "dataset.json").read_text())
     del dataset_json["medseg_source"]  # plain nnU-Net labels: no conversion record
@@ -240,8 +248,12 @@ def synapse(tmp_path_factory: pytest.TempPathFactory) -> dict:
     }
     plans = _plans(configuration, [0, 1, 2], intensity)
     folder = _results_folder(root / "results", plans, dataset_json, seed=7)
+    slices = {**configuration, "patch_size": [32, 32], "spacing": [7.0, 7.0],
+              "architecture": _architecture(2, [[1, 1], [2, 2], [2, 2]], [4, 8, 16])}
+    folder_2d = _results_folder(root / "results", _plans(slices, [0, 1, 2], intensity, "2d"), dataset_json,
+                                seed=9, name="2d")
     image = root / "syn" / "RawData" / "Training" / "img" / "img0001.nii.gz"
-    return {"folder": folder, "image": image}
+    return {"folder": folder, "folder_2d": folder_2d, "image": image}
 
 
 def test_synapse_softmax_model_agrees_with_nnunet_predictor(synapse: dict, tmp_path: Path) -> None:
@@ -255,6 +267,36 @@ def test_synapse_softmax_model_agrees_with_nnunet_predictor(synapse: dict, tmp_p
     summary = " ".join(f"{k}:{v:.4f}" for k, v in scores.items())
     print(f"voxel agreement {np.mean(ours == theirs):.5f}; Dice per label {summary}")
     assert min(scores.values()) >= 0.99, summary
+
+
+def test_2d_configuration_segments_slice_by_slice_like_nnunet(synapse: dict, tmp_path: Path) -> None:
+    assert main(["segment", str(synapse["image"]), "--model", str(synapse["folder_2d"]),
+                 "--output", str(tmp_path / "medseg"), "--device", "cpu"]) == 0
+    ours = load_volume(tmp_path / "medseg" / "img0001.nii.gz").array
+    theirs = _nnunet_prediction(synapse["folder_2d"], [synapse["image"]], tmp_path / "nnunet", name="2d")
+    scores = _dice_per_label(ours, theirs, min_voxels=MIN_VOXELS_FOR_DICE)
+    summary = " ".join(f"{k}:{v:.4f}" for k, v in scores.items())
+    print(f"voxel agreement {np.mean(ours == theirs):.5f}; Dice per label {summary}")
+    assert np.mean(ours == theirs) >= 0.995
+    assert len(scores) >= 2 and min(scores.values()) >= 0.99, summary
+
+
+def test_probabilities_tta_and_largest_component_options_apply(brats: dict, tmp_path: Path) -> None:
+    assert main(["segment", str(brats["case"]), "--model", str(brats["folder"]), "--output", str(tmp_path),
+                 "--device", "cpu", "--folds", "0", "--tta", "--probabilities", "--keep-largest-component"]) == 0
+    labels = load_volume(tmp_path / "BraTS2021_00000.nii.gz")
+    with np.load(tmp_path / "BraTS2021_00000_probabilities.npz") as saved:
+        probabilities, names = saved["probabilities"].astype(np.float32), list(saved["class_names"])
+        np.testing.assert_allclose(saved["affine"], labels.geometry.affine)
+    assert names == ["whole tumor", "tumor core", "enhancing tumor"]
+    assert probabilities.shape == (3, *labels.geometry.shape)
+    assert probabilities.min() >= 0.0 and probabilities.max() <= 1.0
+    # Every labelled voxel lies in a region (probability above 0.5, up to the float16 rounding of the file).
+    assert np.all(probabilities.max(axis=0)[labels.array > 0] >= 0.5 - 1e-3)
+    from scipy import ndimage
+
+    for value in np.unique(labels.array[labels.array > 0]):
+        assert ndimage.label(labels.array == value, structure=np.ones((3, 3, 3)))[1] == 1
 
 
 class _WritesMarker:
@@ -342,3 +384,50 @@ def test_preprocessing_equals_nnunets_default_preprocessor(dataset: str, request
     assert ours.data.shape == theirs.shape
     assert ours.data.shape[1:] != ours.shape_after_cropping  # the data were resampled
     np.testing.assert_allclose(ours.data, theirs, atol=1e-5)
+
+
+@pytest.mark.parametrize("reader", ["SimpleITKIO", "NibabelIO", "NibabelIOWithReorient"])
+def test_axis_order_and_spacing_match_nnunets_readers(brats: dict, tmp_path: Path, reader: str) -> None:
+    from nnunetv2.imageio.nibabel_reader_writer import NibabelIO, NibabelIOWithReorient
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+    from medseg.io import Geometry, load_case, save_like
+    from medseg.pipelines.nnunet_preprocess import from_nnunet_axes, to_nnunet_axes
+
+    # An oblique-free but permuted and flipped grid (k, i, j order, LPS -> mixed), besides the LPS original.
+    original = load_volume(brats["images"][0])
+    permuted = np.ascontiguousarray(np.flip(original.array.transpose(2, 0, 1), axis=1))
+    affine = original.geometry.affine[:, [2, 0, 1, 3]].copy()
+    affine[:3, 3] += affine[:3, 1] * (permuted.shape[1] - 1)
+    affine[:3, 1] *= -1
+    save_like(permuted, Geometry.from_affine(affine, permuted.shape, "int16"), tmp_path / "permuted.nii.gz",
+              kind="image")
+    io = {"SimpleITKIO": SimpleITKIO, "NibabelIO": NibabelIO, "NibabelIOWithReorient": NibabelIOWithReorient}[reader]
+    for path in (brats["images"][0], tmp_path / "permuted.nii.gz"):
+        volume = load_case([path])
+        ours, spacing, change = to_nnunet_axes(volume.array, volume.geometry, reader)
+        theirs, properties = io().read_images([str(path)])
+        np.testing.assert_array_equal(ours, theirs)
+        np.testing.assert_allclose(spacing, properties["spacing"], rtol=1e-6)
+        np.testing.assert_array_equal(from_nnunet_axes(ours, change), volume.array)
+        np.testing.assert_array_equal(from_nnunet_axes(ours[0], change), volume.array[0])
+
+
+def test_checkpoints_pickled_under_numpy_1_names_load(brats: dict, tmp_path: Path) -> None:
+    import zipfile
+
+    from medseg.pipelines.nnunet_checkpoint import load_checkpoint
+
+    source = brats["folder"] / "fold_0" / "checkpoint_final.pth"
+    target = tmp_path / "checkpoint_final.pth"
+    new_name = b"cnumpy.core.multiarray\nscalar\n"  # what numpy 1.x writes for numpy scalars
+    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(target, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename.endswith("data.pkl"):
+                assert b"cnumpy._core.multiarray\nscalar\n" in data
+                data = data.replace(b"cnumpy._core.multiarray\nscalar\n", new_name)
+            zout.writestr(info, data)
+    checkpoint = load_checkpoint(target)
+    assert checkpoint.configuration == CONFIGURATION and checkpoint.mirroring_axes == (0, 1, 2)
+    assert set(checkpoint.weights) == set(load_checkpoint(source).weights)
