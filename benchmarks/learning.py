@@ -20,11 +20,15 @@ only if it is expected to finish within the budget. The time of this calibration
 **Why these settings** (see docs/benchmarks.md, "Learning (CPU)"). The phantom's sub-regions are told apart by
 their intensities in the four z-scored modalities (enhancing tumour bright on T1ce, oedema bright on FLAIR,
 necrosis dark on T1ce and bright on T2), so what limits a 20-minute CPU run is the number of optimiser updates,
-not context: a 48^3 patch (90 mm at 1.875 mm voxels) and batch 2 give many cheap steps, half of them centred
-on tumour; AdamW at 3e-3 with a poly decay to zero learns fast with instance normalisation; deep supervision
-(on by default for ``unet``) adds gradient at low resolution; the preprocessed cases are cached in memory; one
-validation case every few epochs keeps a learning curve at little cost; the last weights are kept
-(``model_selection: last``), the end of the decayed schedule.
+not context: a 48^3 patch (90 mm at 1.875 mm voxels, a third of the voxels of 64^3) and batch 4 give cheap
+steps, half of the patches centred on tumour; AdamW at 3e-3 with a poly decay to zero learns fast with
+instance normalisation; deep supervision (on by default for ``unet``) adds gradient at low resolution; the
+preprocessed cases are cached in memory; one validation case every few epochs keeps a learning curve at
+little cost; the last weights are kept (``model_selection: last``), the end of the decayed schedule.
+
+**Threads.** ``--threads`` should not exceed the cores that are free: on a 2-core machine shared with other
+jobs, two threads were four times slower per step than one (each parallel region waits for the descheduled
+thread), so a quick check on a busy machine is best run with ``--threads 1``.
 
 Usage::
 
@@ -76,7 +80,7 @@ class LearningConfig:
 
     variant: str = "default"
     patch: tuple[int, int, int] = (48, 48, 48)
-    batch_size: int = 2
+    batch_size: int = 4
     lr: float = 3e-3
     steps_per_epoch: int = 25
     val_interval: int = 4

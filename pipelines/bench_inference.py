@@ -23,7 +23,9 @@ Levers (``--levers``): variants of the prediction step on the cropped volume, ea
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import math
 import time
@@ -306,14 +308,15 @@ def nnunet_predictor(model: torch.nn.Module, window: tuple[int, ...]) -> Any:
         "file_ending": ".nii.gz",
     }
     manager = PlansManager(plans)
-    predictor = nnUNetPredictor(
-        tile_step_size=0.5,
-        use_gaussian=True,
-        use_mirroring=False,
-        perform_everything_on_device=False,
-        device=torch.device("cpu"),
-        allow_tqdm=False,
-    )
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints a note about CUDA-only options on a CPU
+        predictor = nnUNetPredictor(
+            tile_step_size=0.5,
+            use_gaussian=True,
+            use_mirroring=False,
+            perform_everything_on_device=False,
+            device=torch.device("cpu"),
+            allow_tqdm=False,
+        )
     predictor.manual_initialization(
         model, manager, manager.get_configuration("3d_fullres"), None, dataset_json, "medseg", None
     )
@@ -513,8 +516,6 @@ def _lever_predict(name: str, model: torch.nn.Module, crop: torch.Tensor, window
 
 def _onnx_forward(model: torch.nn.Module, window: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor]:
     """Export ``model`` at one window to ONNX in memory; return a forward through ONNX Runtime (CPU)."""
-    import io
-
     from medseg.optional import require
 
     ort = require("onnxruntime", "the ONNX Runtime lever of `medseg bench inference`")

@@ -6,8 +6,9 @@ blended, then turned into probabilities once (as nnU-Net does). A 2D network seg
 by slice along the last axis (axial for RAS volumes), windows of several slices per batch.
 
 The defaults are the fastest settings on a CPU that keep the masks of full-precision MONAI inference
-(measured in docs/benchmarks.md, "Inference (CPU)"): the network runs under bfloat16 autocast on the CPU
-(float32 on a GPU unless asked) and the blended logits are summed in float16.
+(measured in docs/benchmarks.md, "Inference (CPU)"): the network runs under bfloat16 autocast on a CPU
+with bfloat16 instructions (AVX512-BF16 or AMX; float32 on other CPUs, where oneDNN would emulate bfloat16
+slowly, and on GPUs unless asked) and the blended logits are summed in float16.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from torch import nn
 from medseg.errors import ConfigError, unknown_choice
 from medseg.pipelines.sliding_window import BLEND_MODES, BUFFER_DTYPES, sliding_window_predict
 
-#: Network arithmetic: ``"auto"`` (bfloat16 autocast on the CPU, float32 elsewhere) or a fixed dtype.
+#: Network arithmetic: ``"auto"`` (bfloat16 autocast on a CPU with bfloat16 instructions, float32
+#: elsewhere) or a fixed dtype.
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -36,9 +38,9 @@ class InferenceOptions:
         batch_size: windows (or 2D slices' windows) per forward pass.
         tta: average over mirrored copies of each window along every spatial axis (8 passes in 3D).
         blend: ``"gaussian"`` (nnU-Net and MONAI's default for segmentation) or ``"constant"``.
-        precision: network arithmetic, one of :data:`PRECISIONS`: ``"auto"`` runs bfloat16 autocast on
-            the CPU (about twice as fast as float32 where the CPU has bfloat16 instructions, same masks)
-            and float32 on other devices; ``"float32"`` is exact; ``"bfloat16"``/``"float16"`` force autocast.
+        precision: network arithmetic, one of :data:`PRECISIONS`: ``"auto"`` runs bfloat16 autocast on a
+            CPU with bfloat16 instructions (:func:`cpu_has_native_bfloat16`; 2-4x faster than float32 there,
+            same masks) and float32 elsewhere; ``"float32"`` is exact; ``"bfloat16"``/``"float16"`` force autocast.
         buffer: dtype of the sum of blended logits, ``"float16"`` (nnU-Net's choice, half the memory) or
             ``"float32"``.
     """
@@ -72,6 +74,23 @@ def activate(logits: torch.Tensor, activation: str) -> torch.Tensor:
     raise unknown_choice("output activation", activation, ("sigmoid", "softmax"))
 
 
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX tiles), so bfloat16 autocast pays off.
+
+    Without these instructions oneDNN converts bfloat16 to float32 around every product, which is slower
+    than float32 (the reason nnU-Net leaves autocast off on CPUs). Unknown (older torch): ``False``.
+    """
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    for name in checks:
+        check = getattr(torch.cpu, name, None)
+        try:
+            if check is not None and bool(check()):
+                return True
+        except RuntimeError:
+            continue
+    return False
+
+
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device``, or ``None`` for plain float32.
 
@@ -88,7 +107,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision not in PRECISIONS:
         raise unknown_choice("inference precision", precision, PRECISIONS)
     if precision == "auto":
-        return torch.bfloat16 if device.type == "cpu" else None
+        return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bfloat16() else None
     return {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[precision]
 
 

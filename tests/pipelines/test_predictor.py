@@ -9,7 +9,13 @@ from monai.inferers import sliding_window_inference
 
 from medseg.errors import ConfigError
 from medseg.networks import create
-from medseg.pipelines.predictor import InferenceOptions, autocast_dtype, predict_logits, predict_probabilities
+from medseg.pipelines.predictor import (
+    InferenceOptions,
+    autocast_dtype,
+    cpu_has_native_bfloat16,
+    predict_logits,
+    predict_probabilities,
+)
 
 EXACT = InferenceOptions(precision="float32", buffer="float32")
 # bfloat16 keeps 8 significant bits: logits of the tiny U-Net move by about 1e-2, probabilities by less.
@@ -35,9 +41,9 @@ def test_float32_probabilities_are_monai_blended_logits_through_the_activation(u
         torch.testing.assert_close(probs, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_default_bfloat16_on_cpu_stays_close_to_float32(unet3d, image):
+def test_bfloat16_autocast_stays_close_to_float32(unet3d, image):
     exact = predict_probabilities(unet3d, image, (16, 16, 16), "sigmoid", EXACT)
-    fast = predict_probabilities(unet3d, image, (16, 16, 16), "sigmoid")
+    fast = predict_probabilities(unet3d, image, (16, 16, 16), "sigmoid", InferenceOptions(precision="bfloat16"))
     assert fast.dtype == torch.float32 and fast.shape == exact.shape
     assert float((fast - exact).abs().max()) <= BF16_PROBABILITY_TOL
 
@@ -70,8 +76,12 @@ def test_mirroring_averages_the_logits_of_every_flip(unet3d):
     torch.testing.assert_close(tta, torch.stack(outs).mean(0), rtol=1e-5, atol=1e-5)
 
 
-def test_autocast_dtype_follows_the_device():
-    assert autocast_dtype("auto", torch.device("cpu")) == torch.bfloat16
+def test_autocast_dtype_follows_the_device_and_the_cpu(monkeypatch):
+    native = torch.bfloat16 if cpu_has_native_bfloat16() else None
+    assert autocast_dtype("auto", torch.device("cpu")) == native
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert autocast_dtype("auto", torch.device("cpu")) is None  # emulated bfloat16 would be slower
     assert autocast_dtype("auto", torch.device("cuda")) is None
     assert autocast_dtype("float32", torch.device("cpu")) is None
     assert autocast_dtype("float16", torch.device("cpu")) == torch.float16
