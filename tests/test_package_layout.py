@@ -31,13 +31,13 @@ def test_subpackage_maps_to_top_level_folder(module: str, folder: str) -> None:
 @pytest.mark.parametrize("name", ["networks", "transforms", "pipelines", "kernels"])
 def test_folders_are_not_top_level_import_names(name: str, tmp_path: Path) -> None:
     code = f"import importlib.util, sys; sys.exit(0 if importlib.util.find_spec({name!r}) is None else 1)"
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, encoding="utf-8", errors="replace")
     assert result.returncode == 0, f"{name!r} is importable as a top-level package"
 
 
 def test_cli_runs_from_another_directory(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "medseg", "--version"], cwd=tmp_path, capture_output=True, text=True, check=False
+        [sys.executable, "-m", "medseg", "--version"], cwd=tmp_path, capture_output=True, encoding="utf-8", errors="replace", check=False
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"medseg {medseg.__version__}"
@@ -45,7 +45,7 @@ def test_cli_runs_from_another_directory(tmp_path: Path) -> None:
 
 def test_importing_medseg_does_not_import_torch(tmp_path: Path) -> None:
     code = "import sys, medseg, medseg.cli; sys.exit(1 if 'torch' in sys.modules else 0)"
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, encoding="utf-8", errors="replace")
     assert result.returncode == 0, "importing medseg or building the CLI imported torch"
 
 

@@ -75,7 +75,7 @@ def test_peak_memory_of_a_child_process_is_its_own_not_its_parents():
 
     big = np.ones(300 * 1024 * 1024 // 8)  # the parent holds 300 MiB while the child starts
     code = "from medseg.pipelines.bench_common import peak_rss_mib; print(peak_rss_mib())"
-    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", errors="replace", check=True).stdout)
     assert 1.0 < child < 150.0
     assert big.sum() > 0
 

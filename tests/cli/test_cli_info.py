@@ -104,13 +104,13 @@ def test_python_m_medseg_info_from_another_directory(nifti, tmp_path):
     elsewhere.mkdir()
     ok = subprocess.run(
         [sys.executable, "-m", "medseg", "info", str(nifti), "--json"],
-        cwd=elsewhere, capture_output=True, text=True, timeout=120,
+        cwd=elsewhere, capture_output=True, encoding="utf-8", errors="replace", timeout=120,
     )
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["orientation"] == "LPS"
     missing = subprocess.run(
         [sys.executable, "-m", "medseg", "info", "no_such_file.nii.gz"],
-        cwd=elsewhere, capture_output=True, text=True, timeout=120,
+        cwd=elsewhere, capture_output=True, encoding="utf-8", errors="replace", timeout=120,
     )
     assert missing.returncode == 2
     assert missing.stderr.strip() == "medseg info: error: no_such_file.nii.gz: file not found"

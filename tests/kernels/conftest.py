@@ -60,7 +60,7 @@ extern "C" int emu_launch(const char* name, unsigned gx, unsigned gy, unsigned g
     lib = out_dir / "libkernel_emulation.so"
     cmd = [CXX, "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-x", "c++", f"-I{HERE}", f"-I{kernel_dir}",
            f"-I{out_dir}", "-o", str(lib), str(out_dir / "emulation.cpp")]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"building the kernel emulation failed:\n{done.stderr[-4000:]}")
     return ctypes.CDLL(str(lib))

@@ -86,6 +86,6 @@ else:
     raise SystemExit("no MissingDependencyError")
 print("ok")
 """
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", errors="replace", timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"

@@ -76,7 +76,7 @@ def _launch(tmp: Path, watched: Path, medseg_args: list[str], report: str) -> tu
     script.write_text(WORKER)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
                str(script), str(reports), str(watched), *medseg_args]
-    done = subprocess.run(command, cwd=tmp, capture_output=True, text=True, timeout=LAUNCH_LIMIT_S)
+    done = subprocess.run(command, cwd=tmp, capture_output=True, encoding="utf-8", errors="replace", timeout=LAUNCH_LIMIT_S)
     ended = time.time()
     (reports / "launcher.log").write_text(done.stdout + done.stderr)
     return done.returncode, reports, ended
@@ -163,7 +163,7 @@ def test_resume_with_another_number_of_processes_continues_the_same_run(runs, tm
     done = subprocess.run(
         [sys.executable, "-m", "medseg", "train", str(runs["data"]), "--output", str(one_to_two), "--resume",
          "--nproc", "2"],
-        capture_output=True, text=True, timeout=LAUNCH_LIMIT_S,
+        capture_output=True, encoding="utf-8", errors="replace", timeout=LAUNCH_LIMIT_S,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "trained 2 epoch(s), 4 steps" in done.stdout and done.stdout.count("trained") == 1
@@ -217,7 +217,7 @@ def test_a_process_whose_peer_stops_answering_fails_after_the_group_timeout(tmp_
     base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2"}
     workers = [
         subprocess.Popen([sys.executable, "-c", TIMEOUT_WORKER], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, env={**base, "RANK": str(r), "LOCAL_RANK": str(r), "LOCAL_WORLD_SIZE": "2"})
+                         encoding="utf-8", errors="replace", env={**base, "RANK": str(r), "LOCAL_RANK": str(r), "LOCAL_WORLD_SIZE": "2"})
         for r in range(2)
     ]
     try:

@@ -14,7 +14,7 @@ from robust_helpers import ct_phantom, write_nifti
 
 def _medseg(*args: object, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "medseg", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300
+        [sys.executable, "-m", "medseg", *map(str, args)], capture_output=True, encoding="utf-8", errors="replace", cwd=cwd, timeout=300
     )
 
 

@@ -153,7 +153,7 @@ def test_header_bombs_are_refused_before_allocation_in_bounded_memory(tmp_path):
     probe = subprocess.run(
         [sys.executable, "-c", _MEMORY_PROBE, str(small), *map(str, bombs)],
         capture_output=True,
-        text=True,
+        encoding="utf-8", errors="replace",
         timeout=120,
     )
     assert probe.returncode == 0, probe.stderr
