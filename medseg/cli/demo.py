@@ -14,7 +14,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "Dice/HD95/NSD and print the table. Outputs: OUTPUT/data, OUTPUT/run, OUTPUT/predictions, OUTPUT/metrics.csv.",
     )
     parser.add_argument("--output", default="demo", metavar="DIR", help="output folder (default: ./demo); an earlier demo there is replaced")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: 6)")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: 8, of 12 steps each)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the run (default: 0)")
     parser.set_defaults(func=run)
     return parser
