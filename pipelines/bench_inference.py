@@ -92,7 +92,7 @@ class InferenceBenchConfig:
 
 @dataclass
 class MethodResult:
-    """One method's figures: times in seconds, peak RSS in MiB, Dice with (a) per label value."""
+    """One method's figures: times in seconds, peak RSS in MiB, Dice per label value with (a) and with the truth."""
 
     method: str
     title: str
@@ -100,6 +100,7 @@ class MethodResult:
     own_seconds: float | None = None
     peak_rss_mib: float | None = None
     dice: dict[int, float] = field(default_factory=dict)
+    dice_truth: dict[int, float] = field(default_factory=dict)
     load: float | None = None
     error: str | None = None
 
@@ -408,6 +409,8 @@ def run_inference_bench(
         logits = run_monai(model, inputs.full, window)
     reference = full_labels_to_input(labels_from_logits(logits), inputs)
     del logits
+    truth = np.asarray(load_volume(next(workspace.case_dir.glob("*_seg.nii.gz"))).array)
+    results["monai"].dice_truth = dice_per_label(reference, truth)
     results["monai"].seconds, results["monai"].load = timer_a.seconds, timer_a.load_before
     log(f"(a) monai: {timer_a.seconds:.1f} s (load {timer_a.load_before:.1f})")
 
@@ -418,6 +421,7 @@ def run_inference_bench(
         labels = crop_labels_to_input(labels_from_logits(logits), inputs)
         results["nnunet"].seconds, results["nnunet"].load = timer_b.seconds, timer_b.load_before
         results["nnunet"].dice = dice_per_label(labels, reference)
+        results["nnunet"].dice_truth = dice_per_label(labels, truth)
         log(f"(b) nnunet: {timer_b.seconds:.1f} s (load {timer_b.load_before:.1f})")
     except Exception as exc:  # noqa: BLE001 - a broken comparison must not hide the others
         results["nnunet"].error = f"{type(exc).__name__}: {exc}"
@@ -427,7 +431,8 @@ def run_inference_bench(
     load_c = load_average()
     seconds, output = segment_case(workspace, workspace.root / "out_medseg", segmenter)
     results["medseg"].seconds, results["medseg"].load = seconds, load_c
-    results["medseg"].dice = dice_per_label(np.asarray(load_volume(output).array), reference)
+    labels = np.asarray(load_volume(output).array)
+    results["medseg"].dice, results["medseg"].dice_truth = dice_per_label(labels, reference), dice_per_label(labels, truth)
     log(f"(c) medseg: {seconds:.1f} s (load {load_c:.1f})")
 
     if config.own_process:
@@ -454,7 +459,8 @@ def run_inference_bench(
             lever.error = child.get("error")
             labels_path = workspace.root / "levers" / f"{name}.npy"
             if lever.error is None and labels_path.is_file():
-                lever.dice = dice_per_label(crop_labels_to_input(np.load(labels_path), inputs), reference)
+                labels = crop_labels_to_input(np.load(labels_path), inputs)
+                lever.dice, lever.dice_truth = dice_per_label(labels, reference), dice_per_label(labels, truth)
             levers.append(lever)
             log(f"lever {name}: {child}")
 
@@ -618,26 +624,31 @@ def format_report(report: InferenceBenchReport) -> str:
     for r in report.methods:
         ratio = base.seconds / r.seconds if base.seconds and r.seconds else None
         own_ratio = base.own_seconds / r.own_seconds if base.own_seconds and r.own_seconds else None
-        dice = " / ".join(f"{r.dice[v]:.4f}" for v in LABELS) if r.dice else ("reference" if r is base else "-")
-        rows.append([r.title, r.seconds, ratio, r.own_seconds, own_ratio, r.peak_rss_mib, dice, _load(r.load), r.error or ""])
+        dice = _dice(r.dice) or ("reference" if r is base else "-")
+        rows.append([r.title, r.seconds, ratio, r.own_seconds, own_ratio, r.peak_rss_mib, dice, _dice(r.dice_truth),
+                     _load(r.load), r.error or ""])
     header = ["method", "time (s)", "speed-up vs (a)", "time alone (s)", "speed-up alone", "peak RSS alone (MiB)",
-              "Dice vs (a), labels 1/2/4", "load", "error"]
+              "Dice vs (a), labels 1/2/4", "Dice vs truth, 1/2/4", "load", "error"]
     lines.append(markdown_table(header, rows))
     if report.levers:
         lines += ["", "Levers (each alone in a fresh process, prediction step only, on the nonzero crop):", ""]
         crop_time = report.levers[0].own_seconds
         lever_rows = []
         for r in report.levers:
-            dice = " / ".join(f"{r.dice[v]:.4f}" for v in LABELS) if r.dice else "-"
             vs_a = base.own_seconds / r.own_seconds if base.own_seconds and r.own_seconds else None
             vs_crop = crop_time / r.own_seconds if crop_time and r.own_seconds else None
-            lever_rows.append([r.method, r.title, r.own_seconds, vs_a, vs_crop, r.peak_rss_mib, dice, _load(r.load), r.error or ""])
+            lever_rows.append([r.method, r.title, r.own_seconds, vs_a, vs_crop, r.peak_rss_mib, _dice(r.dice),
+                               _dice(r.dice_truth), _load(r.load), r.error or ""])
         lines.append(markdown_table(
             ["lever", "settings", "time (s)", "speed-up vs (a)", "vs crop row", "peak RSS (MiB)", "Dice vs (a), 1/2/4",
-             "load", "error"],
+             "Dice vs truth, 1/2/4", "load", "error"],
             lever_rows,
         ))
     return "\n".join(lines)
+
+
+def _dice(scores: dict[int, float]) -> str | None:
+    return " / ".join(f"{scores[v]:.4f}" for v in LABELS) if scores else None
 
 
 def _load(value: float | None) -> str | None:
