@@ -55,6 +55,7 @@ from medseg.pipelines.predictor import activate
 from medseg.pipelines.segment import (
     CaseResult,
     SegmentOptions,
+    case_target,
     keep_largest_components,
     output_path,
     resolve_device,
@@ -200,11 +201,7 @@ class NnunetSegmenter:
         from medseg.io import save_like
 
         start = time.perf_counter()
-        if case.problem is not None:
-            raise InputError(case.problem)
-        target = output_path(output_dir, case.case_id, ".nii.gz")
-        if target.exists() and not self.options.overwrite:
-            raise InputError(f"{target}: output exists (pass overwrite to replace it)")
+        target = case_target(case, output_dir, self.options.overwrite)
         volume = self._load(case)
         data, spacing, change = to_nnunet_axes(volume.array, volume.geometry, self.plans.reader)
         prepared = preprocess(data, spacing, self.plans, self.configuration)

@@ -179,11 +179,7 @@ class Segmenter:
         from medseg.transforms import input_geometry, invert_to_input
 
         start = time.perf_counter()
-        if case.problem is not None:
-            raise InputError(case.problem)
-        target = output_path(output_dir, case.case_id, ".nii.gz")
-        if target.exists() and not self.options.overwrite:
-            raise InputError(f"{target}: output exists (pass overwrite to replace it)")
+        target = case_target(case, output_dir, self.options.overwrite)
         volume = self._load(case)
         data = self.preset({"image": volume})
         image = torch.as_tensor(data["image"]).float().to(self.device)
@@ -318,6 +314,29 @@ def output_path(output_dir: Path, case_id: str, suffix: str) -> Path:
     if target.parent != root:
         raise InputError(f"case id {case_id!r} would write outside the output folder {root}")
     safe_case_id(case_id, output_dir)
+    return target
+
+
+def case_target(case: SegmentCase, output_dir: Path, overwrite: bool) -> Path:
+    """The label map path of a case, after the checks every segmenter makes before any work.
+
+    Args:
+        case: the case (a folder run records why its files could not be resolved in ``case.problem``).
+        output_dir: the output folder.
+        overwrite: whether an existing output may be replaced.
+
+    Returns:
+        ``output_dir / "<case_id>.nii.gz"``.
+
+    Raises:
+        InputError: the case's files could not be resolved, its id would escape ``output_dir``, or its output
+            exists and ``overwrite`` is off.
+    """
+    if case.problem is not None:
+        raise InputError(case.problem)
+    target = output_path(output_dir, case.case_id, ".nii.gz")
+    if target.exists() and not overwrite:
+        raise InputError(f"{target}: output exists (pass overwrite to replace it)")
     return target
 
 
