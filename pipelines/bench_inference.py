@@ -15,10 +15,11 @@ the model is a medseg model folder (``--model``) or, without one, medseg's defau
 (a) and (b) are timed from the preprocessed tensor to logits, so (c)'s time includes work theirs does not.
 All three run one after the other in this process; then each runs again alone in a fresh process
 (``--child``) for its peak resident memory. Masks are compared in the input's voxel grid, per BraTS label
-(1 necrosis, 2 oedema, 4 enhancing), as Dice with (a)'s mask.
+(1 necrosis, 2 oedema, 4 enhancing), as Dice with (a)'s mask and with the case's true label map.
 
 Levers (``--levers``): variants of the prediction step on the cropped volume, each in its own process
-(time, peak memory, Dice with (a)), to show what each setting is worth.
+(time, peak memory, Dice with (a), with the first lever and with the truth), to show what each setting is
+worth.
 """
 
 from __future__ import annotations
@@ -92,7 +93,12 @@ class InferenceBenchConfig:
 
 @dataclass
 class MethodResult:
-    """One method's figures: times in seconds, peak RSS in MiB, Dice per label value with (a) and with the truth."""
+    """One method's figures: times in seconds, peak RSS in MiB, Dice per label value.
+
+    ``dice`` compares with (a)'s mask, ``dice_truth`` with the case's label map, ``dice_crop`` (levers only)
+    with the mask of the first lever (MONAI's float32 inference on the same crop), which isolates the
+    effect of a setting from the effect of cropping.
+    """
 
     method: str
     title: str
@@ -101,6 +107,7 @@ class MethodResult:
     peak_rss_mib: float | None = None
     dice: dict[int, float] = field(default_factory=dict)
     dice_truth: dict[int, float] = field(default_factory=dict)
+    dice_crop: dict[int, float] = field(default_factory=dict)
     load: float | None = None
     error: str | None = None
 
@@ -388,82 +395,28 @@ def run_inference_bench(
         The report; a method that fails is recorded with its error.
     """
     from medseg.io import load_volume
-    from medseg.pipelines.model_folder import load_model_folder
-    from medseg.pipelines.segment import Segmenter, SegmentOptions
 
     started = time.perf_counter()
     if config.threads:
         torch.set_num_threads(config.threads)
-    threads = ["--threads", str(config.threads)] if config.threads else []
     workspace = prepare_workspace(config, root)
-    model, model_config = load_model_folder(workspace.model_dir, device="cpu")
-    window = tuple(int(w) for w in model_config.patch_size)
+    window = tuple(int(w) for w in _model_window(workspace))
     with Timer() as timer:
         inputs = preprocess(workspace)
     np.save(workspace.full_path, inputs.full.numpy())
     np.save(workspace.crop_path, inputs.crop.numpy())
     log(f"case {tuple(inputs.full.shape)} -> crop {tuple(inputs.crop.shape)}, window {window}; {workspace.weights}")
-    results = {m: MethodResult(m, TITLES[m]) for m in METHODS}
-
-    with Timer() as timer_a:
-        logits = run_monai(model, inputs.full, window)
-    reference = full_labels_to_input(labels_from_logits(logits), inputs)
-    del logits
     truth = np.asarray(load_volume(next(workspace.case_dir.glob("*_seg.nii.gz"))).array)
-    results["monai"].dice_truth = dice_per_label(reference, truth)
-    results["monai"].seconds, results["monai"].load = timer_a.seconds, timer_a.load_before
-    log(f"(a) monai: {timer_a.seconds:.1f} s (load {timer_a.load_before:.1f})")
-
-    try:
-        predictor = nnunet_predictor(model, window)
-        with Timer() as timer_b:
-            logits = run_nnunet(predictor, inputs.crop)
-        labels = crop_labels_to_input(labels_from_logits(logits), inputs)
-        results["nnunet"].seconds, results["nnunet"].load = timer_b.seconds, timer_b.load_before
-        results["nnunet"].dice = dice_per_label(labels, reference)
-        results["nnunet"].dice_truth = dice_per_label(labels, truth)
-        log(f"(b) nnunet: {timer_b.seconds:.1f} s (load {timer_b.load_before:.1f})")
-    except Exception as exc:  # noqa: BLE001 - a broken comparison must not hide the others
-        results["nnunet"].error = f"{type(exc).__name__}: {exc}"
-        log(f"(b) nnunet failed: {results['nnunet'].error}")
-
-    segmenter = Segmenter(workspace.model_dir, SegmentOptions(device="cpu"))
-    load_c = load_average()
-    seconds, output = segment_case(workspace, workspace.root / "out_medseg", segmenter)
-    results["medseg"].seconds, results["medseg"].load = seconds, load_c
-    labels = np.asarray(load_volume(output).array)
-    results["medseg"].dice, results["medseg"].dice_truth = dice_per_label(labels, reference), dice_per_label(labels, truth)
-    log(f"(c) medseg: {seconds:.1f} s (load {load_c:.1f})")
-
+    methods, reference = _methods_in_process(workspace, inputs, window, truth, log)
+    child_args = ["--workdir", str(workspace.root), *(["--threads", str(config.threads)] if config.threads else [])]
     if config.own_process:
-        for method in METHODS:
-            child = run_child(
-                ["bench", "inference", "--child", method, "--workdir", str(workspace.root), *threads], config.child_timeout
-            )
-            results[method].own_seconds = child.get("seconds")
-            results[method].peak_rss_mib = child.get("peak_rss_mib")
+        for result in methods:
+            child = run_child(["bench", "inference", "--child", result.method, *child_args], config.child_timeout)
+            result.own_seconds, result.peak_rss_mib = child.get("seconds"), child.get("peak_rss_mib")
             if "error" in child:
-                results[method].error = results[method].error or f"own process: {child['error']}"
-            log(f"{method} alone: {child}")
-
-    levers: list[MethodResult] = []
-    if config.levers:
-        for name in LEVERS:
-            lever = MethodResult(name, LEVERS[name][0])
-            load_l = load_average()
-            child = run_child(
-                ["bench", "inference", "--child", f"lever:{name}", "--workdir", str(workspace.root), *threads],
-                config.child_timeout,
-            )
-            lever.own_seconds, lever.peak_rss_mib, lever.load = child.get("seconds"), child.get("peak_rss_mib"), load_l
-            lever.error = child.get("error")
-            labels_path = workspace.root / "levers" / f"{name}.npy"
-            if lever.error is None and labels_path.is_file():
-                labels = crop_labels_to_input(np.load(labels_path), inputs)
-                lever.dice, lever.dice_truth = dice_per_label(labels, reference), dice_per_label(labels, truth)
-            levers.append(lever)
-            log(f"lever {name}: {child}")
-
+                result.error = result.error or f"own process: {child['error']}"
+            log(f"{result.method} alone: {child}")
+    levers = _levers(workspace, inputs, reference, truth, child_args, config.child_timeout, log) if config.levers else []
     return InferenceBenchReport(
         config=config,
         machine=machine_description(),
@@ -471,10 +424,84 @@ def run_inference_bench(
         window=window,
         crop_shape=tuple(inputs.crop.shape[1:]),
         preprocess_seconds=timer.seconds,
-        methods=[results[m] for m in METHODS],
+        methods=methods,
         levers=levers,
         seconds_total=time.perf_counter() - started,
     )
+
+
+def _model_window(workspace: Workspace) -> list[int]:
+    from medseg.pipelines.model_folder import load_model_config
+
+    return load_model_config(workspace.model_dir).patch_size
+
+
+def _methods_in_process(
+    workspace: Workspace, inputs: Inputs, window: tuple[int, ...], truth: np.ndarray, log: Callable[[str], None]
+) -> tuple[list[MethodResult], np.ndarray]:
+    """(a), (b), (c) one after the other in this process; returns their results and (a)'s label map."""
+    from medseg.io import load_volume
+    from medseg.pipelines.model_folder import load_model_folder
+    from medseg.pipelines.segment import Segmenter, SegmentOptions
+
+    model, _ = load_model_folder(workspace.model_dir, device="cpu")
+    results = {m: MethodResult(m, TITLES[m]) for m in METHODS}
+    with Timer() as timer:
+        logits = run_monai(model, inputs.full, window)
+    reference = full_labels_to_input(labels_from_logits(logits), inputs)
+    del logits
+    results["monai"].seconds, results["monai"].load = timer.seconds, timer.load_before
+    results["monai"].dice_truth = dice_per_label(reference, truth)
+    log(f"(a) monai: {timer.seconds:.1f} s (load {timer.load_before:.1f})")
+
+    try:
+        predictor = nnunet_predictor(model, window)
+        with Timer() as timer:
+            logits = run_nnunet(predictor, inputs.crop)
+        labels = crop_labels_to_input(labels_from_logits(logits), inputs)
+        results["nnunet"].seconds, results["nnunet"].load = timer.seconds, timer.load_before
+        results["nnunet"].dice, results["nnunet"].dice_truth = dice_per_label(labels, reference), dice_per_label(labels, truth)
+        log(f"(b) nnunet: {timer.seconds:.1f} s (load {timer.load_before:.1f})")
+    except Exception as exc:  # noqa: BLE001 - a broken comparison must not hide the others
+        results["nnunet"].error = f"{type(exc).__name__}: {exc}"
+        log(f"(b) nnunet failed: {results['nnunet'].error}")
+
+    segmenter = Segmenter(workspace.model_dir, SegmentOptions(device="cpu"))
+    load = load_average()
+    seconds, output = segment_case(workspace, workspace.root / "out_medseg", segmenter)
+    labels = np.asarray(load_volume(output).array)
+    results["medseg"].seconds, results["medseg"].load = seconds, load
+    results["medseg"].dice, results["medseg"].dice_truth = dice_per_label(labels, reference), dice_per_label(labels, truth)
+    log(f"(c) medseg: {seconds:.1f} s (load {load:.1f})")
+    return [results[m] for m in METHODS], reference
+
+
+def _levers(
+    workspace: Workspace,
+    inputs: Inputs,
+    reference: np.ndarray,
+    truth: np.ndarray,
+    child_args: list[str],
+    timeout: float,
+    log: Callable[[str], None],
+) -> list[MethodResult]:
+    """Every lever in its own process; Dice with (a), with the truth and with the first (crop) lever's mask."""
+    levers = []
+    crop_labels: np.ndarray | None = None
+    for name, (description, _) in LEVERS.items():
+        lever = MethodResult(name, description, load=load_average())
+        child = run_child(["bench", "inference", "--child", f"lever:{name}", *child_args], timeout)
+        lever.own_seconds, lever.peak_rss_mib, lever.error = child.get("seconds"), child.get("peak_rss_mib"), child.get("error")
+        labels_path = workspace.root / "levers" / f"{name}.npy"
+        if lever.error is None and labels_path.is_file():
+            on_crop = np.load(labels_path)
+            crop_labels = on_crop if crop_labels is None else crop_labels
+            labels = crop_labels_to_input(on_crop, inputs)
+            lever.dice, lever.dice_truth = dice_per_label(labels, reference), dice_per_label(labels, truth)
+            lever.dice_crop = dice_per_label(on_crop, crop_labels)
+        levers.append(lever)
+        log(f"lever {name}: {child}")
+    return levers
 
 
 # ---- child processes -------------------------------------------------------------------------------------
@@ -638,10 +665,10 @@ def format_report(report: InferenceBenchReport) -> str:
             vs_a = base.own_seconds / r.own_seconds if base.own_seconds and r.own_seconds else None
             vs_crop = crop_time / r.own_seconds if crop_time and r.own_seconds else None
             lever_rows.append([r.method, r.title, r.own_seconds, vs_a, vs_crop, r.peak_rss_mib, _dice(r.dice),
-                               _dice(r.dice_truth), _load(r.load), r.error or ""])
+                               _dice(r.dice_crop), _dice(r.dice_truth), _load(r.load), r.error or ""])
         lines.append(markdown_table(
-            ["lever", "settings", "time (s)", "speed-up vs (a)", "vs crop row", "peak RSS (MiB)", "Dice vs (a), 1/2/4",
-             "Dice vs truth, 1/2/4", "load", "error"],
+            ["lever", "settings", "time (s)", "speed-up vs (a) alone", "vs crop row", "peak RSS (MiB)",
+             "Dice vs (a), 1/2/4", "Dice vs crop row", "Dice vs truth", "load", "error"],
             lever_rows,
         ))
     return "\n".join(lines)

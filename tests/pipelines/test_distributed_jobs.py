@@ -57,7 +57,7 @@ WORKER = textwrap.dedent(
 
     code = 1
     try:
-        with open(os.path.join(report_dir, f"rank{rank}.out"), "w") as out, contextlib.redirect_stdout(out):
+        with open(os.path.join(report_dir, f"rank{rank}.out"), "w", encoding="utf-8") as out, contextlib.redirect_stdout(out):
             code = main(sys.argv[3:])
     finally:
         with open(os.path.join(report_dir, f"rank{rank}.json"), "w") as handle:
@@ -78,13 +78,13 @@ def _launch(tmp: Path, watched: Path, medseg_args: list[str], report: str) -> tu
                str(script), str(reports), str(watched), *medseg_args]
     done = subprocess.run(command, cwd=tmp, capture_output=True, encoding="utf-8", errors="replace", timeout=LAUNCH_LIMIT_S)
     ended = time.time()
-    (reports / "launcher.log").write_text(done.stdout + done.stderr)
+    (reports / "launcher.log").write_text(done.stdout + done.stderr, encoding="utf-8")
     return done.returncode, reports, ended
 
 
 def _report(reports: Path, rank: int) -> dict:
     path = reports / f"rank{rank}.json"
-    assert path.is_file(), (reports / "launcher.log").read_text()[-3000:]
+    assert path.is_file(), (reports / "launcher.log").read_text(encoding="utf-8")[-3000:]
     return json.loads(path.read_text())
 
 
@@ -124,7 +124,7 @@ def runs(tmp_path_factory):
 
 
 def test_two_processes_with_one_sample_each_match_one_process_with_two(runs):
-    assert runs["ddp_code"] == 0, (runs["reports"] / "launcher.log").read_text()[-3000:]
+    assert runs["ddp_code"] == 0, (runs["reports"] / "launcher.log").read_text(encoding="utf-8")[-3000:]
     ddp, single = runs["ddp"], runs["single_at_2"]
     assert _model_difference(ddp / "checkpoint_last", single / "checkpoint_last") < 1e-5
     _, state = load_checkpoint(ddp / "checkpoint_last")
@@ -137,8 +137,8 @@ def test_two_processes_with_one_sample_each_match_one_process_with_two(runs):
     assert json.loads((ddp / "run.json").read_text())["processes"] == 2
     assert len(json.loads((ddp / "run.json").read_text())["val_cases"]) % 2 == 1
     load_model_folder(ddp / "model")  # plain parameter names (no DDP "module." prefix): it loads
-    out = (runs["reports"] / "rank0.out").read_text()
-    assert "stopped after 2 steps" in out and (runs["reports"] / "rank1.out").read_text() == ""
+    out = (runs["reports"] / "rank0.out").read_text(encoding="utf-8")
+    assert "stopped after 2 steps" in out and (runs["reports"] / "rank1.out").read_text(encoding="utf-8") == ""
 
 
 def test_only_rank_zero_writes_into_the_run_folder(runs):
@@ -252,14 +252,14 @@ def test_sharded_segmentation_writes_every_case_once_and_every_rank_counts_all_f
     outputs = {}
     for rank in (0, 1):
         report = _report(reports, rank)
-        assert report["exit_code"] == 1, (reports / "launcher.log").read_text()[-3000:]
+        assert report["exit_code"] == 1, (reports / "launcher.log").read_text(encoding="utf-8")[-3000:]
         for event, path in report["writes"]:
             if event == "os.rename":
                 outputs.setdefault(path, []).append(rank)
     expected = {f"{folder.name}.nii.gz": [index % 2] for index, folder in enumerate(source) if folder.name != broken}
     assert outputs == expected
     assert sorted(p.name for p in out.iterdir()) == sorted(expected)
-    summary = (reports / "rank0.out").read_text()
+    summary = (reports / "rank0.out").read_text(encoding="utf-8")
     assert "segmented 4 of 5 cases" in summary
     assert all(folder.name in summary for folder in source if folder.name != broken)
-    assert (reports / "rank1.out").read_text() == ""
+    assert (reports / "rank1.out").read_text(encoding="utf-8") == ""
