@@ -31,11 +31,11 @@ def _add_inference(kinds: argparse._SubParsersAction) -> None:
         description="Segment one synthetic BraTS case (240x240x155, 4 channels) with (a) MONAI's "
         "sliding_window_inference on the whole volume, (b) nnU-Net v2's sliding-window predictor and (c) medseg "
         "segment's defaults, one after the other in this process, then each alone in a fresh process for its peak "
-        "memory; print time, peak RSS, speed-ups and Dice agreement with (a). About 5 minutes on 2 quiet cores "
-        "(add about 6 for --levers).",
+        "memory; print time, peak RSS, speed-ups and Dice agreement with (a). About 4 minutes on 2 quiet cores "
+        "(add about 5 for --levers).",
     )
-    parser.add_argument("--model", metavar="MODEL_DIR", help="trained BraTS 2021 region model folder (default: medseg's "
-                        "default 3D U-Net with seeded random weights, window 128^3)")
+    parser.add_argument("--model", metavar="MODEL_DIR", help="trained BraTS 2021 region model folder; its patch_size is the "
+                        "window (default: medseg's default 3D U-Net with seeded random weights, window 128^3)")
     parser.add_argument("--quick", action="store_true", help="a 64x64x48 case and a 32^3 window: a smoke test of "
                         "a few seconds")
     parser.add_argument("--shape", type=int, nargs=3, metavar=("D", "H", "W"), help="case shape (default 240 240 155)")
