@@ -43,6 +43,7 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads", type=int, default=1, help="torch CPU threads (default 1, as in the tests: stable timings)"
     )
     parser.add_argument("--skip-gpu", action="store_true", help="do not run the GPU rows even with a GPU")
+    parser.add_argument("--skip-cpu", action="store_true", help="do not run the CPU rows (GPU rows only)")
     return parser.parse_args(argv)
 
 
@@ -259,6 +260,46 @@ def gpu_rows(quick: bool) -> list[list[str]]:
             moved = (5 * 2 * channels * length + 2 * 2 * 16 * length) * 4  # u, delta, z, out + grads; B, C
             shape = f"B=2 D={channels} L={length} N=16"
             add("scan fwd+bwd", shape, lambda scan=scan: scan("cupy"), lambda scan=scan: scan("torch"), moved)
+    rows += reversible_step_rows(quick)
+    return rows
+
+
+def reversible_step_rows(quick: bool) -> list[list[str]]:
+    """A whole ``reversible_unet`` training step (forward, loss, backward, AdamW) with the CuPy kernels and with
+    the PyTorch ones (``kernel_backend``), same weights and input; gradients are compared first."""
+    from medseg.networks import create
+
+    rows: list[list[str]] = []
+    size = 96 if quick else 128
+    x = torch.randn(1, 4, size, size, size, device="cuda")
+    target = (torch.rand(1, 3, size, size, size, device="cuda") > 0.5).float()
+    grads = {}
+    steps = {}
+    for backend in ("cupy", "torch"):
+        torch.manual_seed(0)
+        model = create("reversible_unet", 3, 4, 3, kernel_backend=backend).cuda()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def step(model=model, optimizer=optimizer) -> None:
+            optimizer.zero_grad(set_to_none=True)
+            out = model(x)
+            out = out[0] if isinstance(out, (list, tuple)) else out
+            F.binary_cross_entropy_with_logits(out, target).backward()
+            optimizer.step()
+
+        optimizer.zero_grad(set_to_none=True)
+        out = model(x)
+        out = out[0] if isinstance(out, (list, tuple)) else out
+        F.binary_cross_entropy_with_logits(out, target).backward()
+        grads[backend] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        steps[backend] = step
+    err = _max_rel(grads["cupy"], grads["torch"])
+    if err > 1e-3:
+        raise RuntimeError(f"reversible_unet gradients with the CuPy kernels differ by {err:.2e}")
+    t_k, m_k = _gpu_measure(steps["cupy"], 3 if quick else 10)
+    t_t, m_t = _gpu_measure(steps["torch"], 3 if quick else 10)
+    rows.append(["reversible_unet train step", f"1x4x{size}^3 (grad diff {err:.1e})", f"{t_k * 1e3:.1f}",
+                 f"{t_t * 1e3:.1f}", f"{t_t / t_k:.2f}x", f"{m_k:.0f}", f"{m_t:.0f}", "", ""])  # fmt: skip
     return rows
 
 
@@ -267,9 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     print(f"medseg kernels benchmark: torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
           f"{platform.processor() or platform.machine()}{', quick' if args.quick else ''}")  # fmt: skip
-    rows = cpu_scan(args.quick) + cpu_depthwise(args.quick)
-    _print_table("CPU (ms of process CPU time, best of repeats; speed-up against the first row of each group)",
-                 ["op", "shape", "ms", "speed-up", "check"], rows)  # fmt: skip
+    if not args.skip_cpu:
+        rows = cpu_scan(args.quick) + cpu_depthwise(args.quick)
+        _print_table("CPU (ms of process CPU time, best of repeats; speed-up against the first row of each group)",
+                     ["op", "shape", "ms", "speed-up", "check"], rows)  # fmt: skip
     has_gpu = torch.cuda.is_available() and kernels.resolve_backend("auto", torch.zeros(1, device="cuda")) == "cupy"
     if args.skip_gpu or not has_gpu:
         reason = "--skip-gpu" if args.skip_gpu else "no CUDA device with CuPy here"

@@ -72,8 +72,10 @@ def machine_description() -> dict[str, Any]:
         memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024.0**3
     except (ValueError, OSError, AttributeError):
         pass
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     return {
         "cpu": model,
+        "gpu": gpu,
         "cores": cpu_count(),
         "memory_gib": round(memory_gib, 1) if memory_gib else None,
         "python": platform.python_version(),
@@ -142,8 +144,13 @@ def run_child(args: Sequence[str], timeout: float) -> dict[str, Any]:
 
 
 def child_result(values: dict[str, Any]) -> str:
-    """The line a child process prints last: ``values`` plus its peak RSS, as JSON."""
-    return json.dumps({**values, "peak_rss_mib": round(peak_rss_mib(), 1)})
+    """The line a child process prints last: ``values`` plus its peak RSS (and peak CUDA memory), as JSON."""
+    import torch
+
+    extra = {"peak_rss_mib": round(peak_rss_mib(), 1)}
+    if torch.cuda.is_initialized():
+        extra["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / MIB, 1)
+    return json.dumps({**values, **extra})
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

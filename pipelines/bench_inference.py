@@ -20,6 +20,12 @@ All three run one after the other in this process; then each runs again alone in
 Levers (``--levers``): variants of the prediction step on the cropped volume, each in its own process
 (time, peak memory, Dice with (a), with the first lever and with the truth), to show what each setting is
 worth.
+
+On a CUDA machine (``--device cuda``) the same three methods run on the GPU: (a) in float32 as MONAI's stock
+inference does, (b) with nnU-Net's autocast and everything on the device, (c) with ``medseg segment``'s GPU
+defaults (float16 autocast). One window goes through each network before it is timed (CUDA context,
+cuDNN and allocator warm-up), and the children report peak GPU memory (``torch.cuda.max_memory_allocated``)
+beside peak RSS. Levers are CPU-only.
 """
 
 from __future__ import annotations
@@ -39,9 +45,17 @@ import numpy as np
 import torch
 
 from medseg.errors import ConfigError, InputError, unknown_choice
-from medseg.pipelines.bench_common import Timer, child_result, load_average, machine_description, markdown_table, run_child
+from medseg.pipelines.bench_common import (
+    Timer,
+    child_result,
+    load_average,
+    machine_description,
+    markdown_table,
+    run_child,
+)
 
 METHODS = ("monai", "nnunet", "medseg")
+DEVICES = ("cpu", "cuda")
 TITLES = {
     "monai": "(a) MONAI sliding_window_inference, whole volume",
     "nnunet": "(b) nnU-Net v2 predictor, nonzero crop",
@@ -71,6 +85,7 @@ class InferenceBenchConfig:
         threads: ``torch.set_num_threads`` in this process and every child (``None``: torch's default, one
             per core; on a machine shared with other jobs one thread gives steadier figures).
         child_timeout: seconds after which a child process is stopped.
+        device: ``"cpu"`` or ``"cuda"`` (every method on the GPU; levers are CPU-only).
     """
 
     shape: tuple[int, int, int] = FULL_SHAPE
@@ -81,8 +96,15 @@ class InferenceBenchConfig:
     levers: bool = False
     threads: int | None = None
     child_timeout: float = 1800.0
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise unknown_choice("benchmark device", self.device, DEVICES)
+        if self.device == "cuda" and self.levers:
+            raise ConfigError("--levers measures CPU settings; run it without --device cuda")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("--device cuda was requested but no CUDA GPU is available; use --device cpu")
         if len(self.shape) != 3 or min(self.shape) < 8:
             raise ConfigError(f"case shape must be 3 sizes >= 8, got {self.shape}")
         if len(self.window) != 3 or min(self.window) < 16 or any(w % 16 for w in self.window):
@@ -105,6 +127,7 @@ class MethodResult:
     seconds: float | None = None
     own_seconds: float | None = None
     peak_rss_mib: float | None = None
+    peak_gpu_mib: float | None = None
     dice: dict[int, float] = field(default_factory=dict)
     dice_truth: dict[int, float] = field(default_factory=dict)
     dice_crop: dict[int, float] = field(default_factory=dict)
@@ -125,6 +148,7 @@ class InferenceBenchReport:
     methods: list[MethodResult]
     levers: list[MethodResult]
     seconds_total: float = 0.0
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -135,6 +159,7 @@ class Workspace:
     case_dir: Path
     model_dir: Path
     weights: str
+    device: str = "cpu"
 
     @property
     def full_path(self) -> Path:
@@ -148,7 +173,12 @@ class Workspace:
 
     def save(self) -> None:
         """Write the manifest that child processes read."""
-        manifest = {"case_dir": str(self.case_dir), "model_dir": str(self.model_dir), "weights": self.weights}
+        manifest = {
+            "case_dir": str(self.case_dir),
+            "model_dir": str(self.model_dir),
+            "weights": self.weights,
+            "device": self.device,
+        }
         (self.root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
     @classmethod
@@ -158,7 +188,13 @@ class Workspace:
         if not path.is_file():
             raise InputError(f"{path} is missing: not a benchmark workspace")
         manifest = json.loads(path.read_text(encoding="utf-8"))
-        return cls(Path(root), Path(manifest["case_dir"]), Path(manifest["model_dir"]), manifest["weights"])
+        return cls(
+            Path(root),
+            Path(manifest["case_dir"]),
+            Path(manifest["model_dir"]),
+            manifest["weights"],
+            manifest.get("device", "cpu"),
+        )
 
 
 def random_model_folder(path: Path, window: tuple[int, ...], seed: int) -> Path:
@@ -193,7 +229,10 @@ def random_model_folder(path: Path, window: tuple[int, ...], seed: int) -> Path:
         regions={"TC": [1, 4], "WT": [1, 2, 4], "ET": [4]},
         orientation="RAS",
         patch_size=list(window),
-        preprocessing={"preset": "brats", "config": {k: list(v) if isinstance(v, tuple) else v for k, v in preset.items()}},
+        preprocessing={
+            "preset": "brats",
+            "config": {k: list(v) if isinstance(v, tuple) else v for k, v in preset.items()},
+        },
     )
     return save_model_folder(path, model, config, info={"weights": f"random, torch.manual_seed({seed})"})
 
@@ -223,13 +262,14 @@ def prepare_workspace(config: InferenceBenchConfig, root: str | Path) -> Workspa
         if (model_config.in_channels, model_config.out_channels, model_config.output_activation) != (4, 3, "sigmoid"):
             raise InputError(
                 f"{model_dir}: the inference benchmark needs a BraTS region model (4 inputs, 3 sigmoid outputs), "
-                f"got {model_config.in_channels} inputs, {model_config.out_channels} {model_config.output_activation} outputs"
+                f"got {model_config.in_channels} inputs, {model_config.out_channels} "
+                f"{model_config.output_activation} outputs"
             )
         weights = f"trained: {model_dir}"
     else:
         model_dir = random_model_folder(root / "model", config.window, config.seed)
         weights = f"random (train-free), torch.manual_seed({config.seed})"
-    workspace = Workspace(root, case_dir, model_dir, weights)
+    workspace = Workspace(root, case_dir, model_dir, weights, config.device)
     workspace.save()
     return workspace
 
@@ -281,15 +321,38 @@ def preprocess(workspace: Workspace) -> Inputs:
 
 
 def run_monai(model: torch.nn.Module, full: torch.Tensor, window: tuple[int, ...]) -> torch.Tensor:
-    """(a): MONAI's stock sliding-window inference, logits ``(3, *S)`` float32."""
+    """(a): MONAI's stock sliding-window inference on the model's device, logits ``(3, *S)`` float32."""
     from monai.inferers import sliding_window_inference
 
+    device = next(model.parameters()).device
     with torch.no_grad():
-        return sliding_window_inference(full[None], window, 1, model, overlap=0.5, mode="gaussian")[0]
+        logits = sliding_window_inference(full[None].to(device), window, 1, model, overlap=0.5, mode="gaussian")[0]
+    _synchronize(device)
+    return logits
+
+
+def warm_up(model: torch.nn.Module, window: tuple[int, ...]) -> None:
+    """On a GPU, run one zero window through ``model`` before timing (CUDA context, cuDNN, allocator); on a CPU,
+    nothing."""
+    device = next(model.parameters()).device
+    if device.type == "cpu":
+        return
+    with torch.no_grad():
+        model(torch.zeros((1, 4, *window), device=device))
+    _synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def nnunet_predictor(model: torch.nn.Module, window: tuple[int, ...]) -> Any:
-    """An ``nnUNetPredictor`` set up by hand around a medseg network (step 0.5, Gaussian, no mirroring, CPU)."""
+    """An ``nnUNetPredictor`` set up by hand around a medseg network (step 0.5, Gaussian, no mirroring).
+
+    It runs on the model's device; on a GPU with everything on the device (nnU-Net's fastest setting).
+    """
     from medseg.optional import require
 
     require("nnunetv2", "the nnU-Net comparison of `medseg bench inference`")
@@ -316,13 +379,14 @@ def nnunet_predictor(model: torch.nn.Module, window: tuple[int, ...]) -> Any:
         "file_ending": ".nii.gz",
     }
     manager = PlansManager(plans)
+    device = next(model.parameters()).device
     with contextlib.redirect_stdout(io.StringIO()):  # it prints a note about CUDA-only options on a CPU
         predictor = nnUNetPredictor(
             tile_step_size=0.5,
             use_gaussian=True,
             use_mirroring=False,
-            perform_everything_on_device=False,
-            device=torch.device("cpu"),
+            perform_everything_on_device=device.type == "cuda",
+            device=device,
             allow_tqdm=False,
         )
     predictor.manual_initialization(
@@ -333,7 +397,9 @@ def nnunet_predictor(model: torch.nn.Module, window: tuple[int, ...]) -> Any:
 
 def run_nnunet(predictor: Any, crop: torch.Tensor) -> torch.Tensor:
     """(b): nnU-Net's sliding-window logits on the cropped volume, ``(3, *crop)``."""
-    return predictor.predict_sliding_window_return_logits(crop)
+    logits = predictor.predict_sliding_window_return_logits(crop)
+    _synchronize(torch.device(predictor.device))
+    return logits
 
 
 def segment_case(workspace: Workspace, output_dir: Path, segmenter: Any | None = None) -> tuple[float, Path]:
@@ -341,12 +407,21 @@ def segment_case(workspace: Workspace, output_dir: Path, segmenter: Any | None =
     from medseg.pipelines.segment import Segmenter, SegmentOptions
     from medseg.pipelines.segment_inputs import find_cases
 
-    segmenter = segmenter or Segmenter(workspace.model_dir, SegmentOptions(device="cpu"))
+    segmenter = segmenter or Segmenter(workspace.model_dir, SegmentOptions(device=workspace.device))
     (case,), _ = find_cases(workspace.case_dir, segmenter.modalities)
     output_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     result = segmenter.segment_case(case, output_dir)
     return time.perf_counter() - start, Path(result.output)
+
+
+def medseg_segmenter(workspace: Workspace) -> Any:
+    """The ``Segmenter`` of (c) with ``medseg segment``'s defaults on the benchmark's device, warmed up."""
+    from medseg.pipelines.segment import Segmenter, SegmentOptions
+
+    segmenter = Segmenter(workspace.model_dir, SegmentOptions(device=workspace.device))
+    warm_up(segmenter.model, tuple(int(w) for w in segmenter.config.patch_size))
+    return segmenter
 
 
 def labels_from_logits(logits: torch.Tensor) -> np.ndarray:
@@ -413,10 +488,13 @@ def run_inference_bench(
         for result in methods:
             child = run_child(["bench", "inference", "--child", result.method, *child_args], config.child_timeout)
             result.own_seconds, result.peak_rss_mib = child.get("seconds"), child.get("peak_rss_mib")
+            result.peak_gpu_mib = child.get("peak_gpu_mib")
             if "error" in child:
                 result.error = result.error or f"own process: {child['error']}"
             log(f"{result.method} alone: {child}")
-    levers = _levers(workspace, inputs, reference, truth, child_args, config.child_timeout, log) if config.levers else []
+    levers = []
+    if config.levers:
+        levers = _levers(workspace, inputs, reference, truth, child_args, config.child_timeout, log)
     return InferenceBenchReport(
         config=config,
         machine=machine_description(),
@@ -427,6 +505,7 @@ def run_inference_bench(
         methods=methods,
         levers=levers,
         seconds_total=time.perf_counter() - started,
+        device=config.device,
     )
 
 
@@ -442,9 +521,9 @@ def _methods_in_process(
     """(a), (b), (c) one after the other in this process; returns their results and (a)'s label map."""
     from medseg.io import load_volume
     from medseg.pipelines.model_folder import load_model_folder
-    from medseg.pipelines.segment import Segmenter, SegmentOptions
 
-    model, _ = load_model_folder(workspace.model_dir, device="cpu")
+    model, _ = load_model_folder(workspace.model_dir, device=workspace.device)
+    warm_up(model, window)
     results = {m: MethodResult(m, TITLES[m]) for m in METHODS}
     with Timer() as timer:
         logits = run_monai(model, inputs.full, window)
@@ -460,18 +539,20 @@ def _methods_in_process(
             logits = run_nnunet(predictor, inputs.crop)
         labels = crop_labels_to_input(labels_from_logits(logits), inputs)
         results["nnunet"].seconds, results["nnunet"].load = timer.seconds, timer.load_before
-        results["nnunet"].dice, results["nnunet"].dice_truth = dice_per_label(labels, reference), dice_per_label(labels, truth)
+        results["nnunet"].dice = dice_per_label(labels, reference)
+        results["nnunet"].dice_truth = dice_per_label(labels, truth)
         log(f"(b) nnunet: {timer.seconds:.1f} s (load {timer.load_before:.1f})")
     except Exception as exc:  # noqa: BLE001 - a broken comparison must not hide the others
         results["nnunet"].error = f"{type(exc).__name__}: {exc}"
         log(f"(b) nnunet failed: {results['nnunet'].error}")
 
-    segmenter = Segmenter(workspace.model_dir, SegmentOptions(device="cpu"))
+    segmenter = medseg_segmenter(workspace)
     load = load_average()
     seconds, output = segment_case(workspace, workspace.root / "out_medseg", segmenter)
     labels = np.asarray(load_volume(output).array)
     results["medseg"].seconds, results["medseg"].load = seconds, load
-    results["medseg"].dice, results["medseg"].dice_truth = dice_per_label(labels, reference), dice_per_label(labels, truth)
+    results["medseg"].dice = dice_per_label(labels, reference)
+    results["medseg"].dice_truth = dice_per_label(labels, truth)
     log(f"(c) medseg: {seconds:.1f} s (load {load:.1f})")
     return [results[m] for m in METHODS], reference
 
@@ -491,7 +572,8 @@ def _levers(
     for name, (description, _) in LEVERS.items():
         lever = MethodResult(name, description, load=load_average())
         child = run_child(["bench", "inference", "--child", f"lever:{name}", *child_args], timeout)
-        lever.own_seconds, lever.peak_rss_mib, lever.error = child.get("seconds"), child.get("peak_rss_mib"), child.get("error")
+        lever.own_seconds, lever.peak_rss_mib = child.get("seconds"), child.get("peak_rss_mib")
+        lever.error = child.get("error")
         labels_path = workspace.root / "levers" / f"{name}.npy"
         if lever.error is None and labels_path.is_file():
             on_crop = np.load(labels_path)
@@ -555,7 +637,13 @@ def _onnx_forward(model: torch.nn.Module, window: tuple[int, ...]) -> Callable[[
     buffer = io.BytesIO()
     with torch.no_grad():
         torch.onnx.export(
-            model, torch.zeros(1, 4, *window), buffer, input_names=["x"], output_names=["y"], opset_version=17, dynamo=False
+            model,
+            torch.zeros(1, 4, *window),
+            buffer,
+            input_names=["x"],
+            output_names=["y"],
+            opset_version=17,
+            dynamo=False,
         )
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
@@ -580,8 +668,14 @@ LEVERS: dict[str, tuple[str, dict[str, Any]]] = {
     "bf16_1thread": ("bf16, torch.set_num_threads(1)", {"buffer": "float16", "precision": "bfloat16", "threads": 1}),
     "bf16_overlap025": ("bf16, overlap 0.25", {"buffer": "float16", "precision": "bfloat16", "overlap": 0.25}),
     "fp32_one_window": ("fp32, one window fitted to the crop", {"buffer": "float16", "fit": True}),
-    "bf16_one_window": ("bf16, one window fitted to the crop", {"buffer": "float16", "precision": "bfloat16", "fit": True}),
-    "bf16_compile": ("bf16 + torch.compile (incl. compile time)", {"buffer": "float16", "precision": "bfloat16", "compile": True}),
+    "bf16_one_window": (
+        "bf16, one window fitted to the crop",
+        {"buffer": "float16", "precision": "bfloat16", "fit": True},
+    ),
+    "bf16_compile": (
+        "bf16 + torch.compile (incl. compile time)",
+        {"buffer": "float16", "precision": "bfloat16", "compile": True},
+    ),
     "onnxruntime": ("ONNX Runtime fp32 (incl. export)", {"buffer": "float16", "onnx": True}),
 }
 
@@ -606,10 +700,13 @@ def run_child_method(method: str, root: str | Path) -> str:
     if method not in valid:
         raise unknown_choice("benchmark method", method, valid)
     if method == "medseg":
-        seconds, _ = segment_case(workspace, workspace.root / "out_child")
+        seconds, _ = segment_case(workspace, workspace.root / "out_child", medseg_segmenter(workspace))
         return child_result({"method": method, "seconds": round(seconds, 2)})
-    model, model_config = load_model_folder(workspace.model_dir, device="cpu")
+    import monai.inferers  # noqa: F401 - MONAI's import (seconds) stays outside the timed part, as in (a) in-process
+
+    model, model_config = load_model_folder(workspace.model_dir, device=workspace.device)
     window = tuple(int(w) for w in model_config.patch_size)
+    warm_up(model, window)
     if method == "monai":
         full = torch.from_numpy(np.load(workspace.full_path))
         start = time.perf_counter()
@@ -638,8 +735,10 @@ def format_report(report: InferenceBenchReport) -> str:
     """The report as Markdown: header lines, the methods table with ratios to (a), the lever table."""
     m = report.machine
     lines = [
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; torch {m['torch']} ({m['torch_threads']} threads); "
-        f"{m['date']}; commit {m['commit']}",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; "
+        f"torch {m['torch']} ({m['torch_threads']} threads); "
+        f"{m['date']}; commit {m['commit']}"
+        + (f"; device cuda ({m.get('gpu')})" if report.device == "cuda" else ""),
         f"Case: synthetic BraTS 2021, {tuple(report.config.shape)} x 4 channels, nonzero crop {report.crop_shape}; "
         f"window {report.window}; weights: {report.weights}",
         f"Preprocessing shared by (a) and (b) (load + RAS + crop + z-score): {report.preprocess_seconds:.1f} s; "
@@ -647,14 +746,17 @@ def format_report(report: InferenceBenchReport) -> str:
         "",
     ]
     base = report.methods[0]
+    gpu = report.device == "cuda"
     rows = []
     for r in report.methods:
         ratio = base.seconds / r.seconds if base.seconds and r.seconds else None
         own_ratio = base.own_seconds / r.own_seconds if base.own_seconds and r.own_seconds else None
         dice = _dice(r.dice) or ("reference" if r is base else "-")
-        rows.append([r.title, r.seconds, ratio, r.own_seconds, own_ratio, r.peak_rss_mib, dice, _dice(r.dice_truth),
+        memory = [r.peak_rss_mib, r.peak_gpu_mib] if gpu else [r.peak_rss_mib]
+        rows.append([r.title, r.seconds, ratio, r.own_seconds, own_ratio, *memory, dice, _dice(r.dice_truth),
                      _load(r.load), r.error or ""])
-    header = ["method", "time (s)", "speed-up vs (a)", "time alone (s)", "speed-up alone", "peak RSS alone (MiB)",
+    memory_header = ["peak RSS alone (MiB)", "peak GPU alone (MiB)"] if gpu else ["peak RSS alone (MiB)"]
+    header = ["method", "time (s)", "speed-up vs (a)", "time alone (s)", "speed-up alone", *memory_header,
               "Dice vs (a), labels 1/2/4", "Dice vs truth, 1/2/4", "load", "error"]
     lines.append(markdown_table(header, rows))
     if report.levers:
@@ -662,12 +764,13 @@ def format_report(report: InferenceBenchReport) -> str:
         crop_time = report.levers[0].own_seconds
         lever_rows = []
         for r in report.levers:
-            vs_a = base.own_seconds / r.own_seconds if base.own_seconds and r.own_seconds else None
+            base_seconds = base.own_seconds or base.seconds  # (a) alone, else (a) in the sequence
+            vs_a = base_seconds / r.own_seconds if base_seconds and r.own_seconds else None
             vs_crop = crop_time / r.own_seconds if crop_time and r.own_seconds else None
             lever_rows.append([r.method, r.title, r.own_seconds, vs_a, vs_crop, r.peak_rss_mib, _dice(r.dice),
                                _dice(r.dice_crop), _dice(r.dice_truth), _load(r.load), r.error or ""])
         lines.append(markdown_table(
-            ["lever", "settings", "time (s)", "speed-up vs (a) alone", "vs crop row", "peak RSS (MiB)",
+            ["lever", "settings", "time (s)", "speed-up vs (a)", "vs crop row", "peak RSS (MiB)",
              "Dice vs (a), 1/2/4", "Dice vs crop row", "Dice vs truth", "load", "error"],
             lever_rows,
         ))

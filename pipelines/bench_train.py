@@ -93,7 +93,9 @@ def _rss_now_mib() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / (1024.0 * 1024.0)
 
 
-def measure_train_step(name: str, size: int, batch_size: int = 1, steps: int = 2, threads: int | None = None) -> dict[str, Any]:
+def measure_train_step(
+    name: str, size: int, batch_size: int = 1, steps: int = 2, threads: int | None = None
+) -> dict[str, Any]:
     """Time training steps of one network in this process.
 
     Args:
@@ -187,7 +189,8 @@ def format_train_report(report: TrainBenchReport) -> str:
     """The report as Markdown: a header line and one table row per network."""
     m, c = report.machine, report.config
     lines = [
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; torch {m['torch']} ({m['torch_threads']} threads); "
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; "
+        f"torch {m['torch']} ({m['torch_threads']} threads); "
         f"{m['date']}; commit {m['commit']}",
         f"One training step (forward, Dice + BCE loss, backward, AdamW step), batch {c.batch_size} x 4 x {c.size}^3, "
         f"3 region outputs, mean of {c.steps} steps after one warm-up; each network in its own process.",

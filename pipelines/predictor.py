@@ -8,7 +8,7 @@ by slice along the last axis (axial for RAS volumes), windows of several slices 
 The defaults are the fastest settings on a CPU that keep the masks of full-precision MONAI inference
 (measured in docs/benchmarks.md, "Inference (CPU)"): the network runs under bfloat16 autocast on a CPU
 with bfloat16 instructions (AVX512-BF16 or AMX; float32 on other CPUs, where oneDNN would emulate bfloat16
-slowly, and on GPUs unless asked) and the blended logits are summed in float16.
+slowly), under float16 autocast (AMP, as nnU-Net) on a CUDA GPU, and the blended logits are summed in float16.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from torch import nn
 from medseg.errors import ConfigError, unknown_choice
 from medseg.pipelines.sliding_window import BLEND_MODES, BUFFER_DTYPES, sliding_window_predict
 
-#: Network arithmetic: ``"auto"`` (bfloat16 autocast on a CPU with bfloat16 instructions, float32
-#: elsewhere) or a fixed dtype.
+#: Network arithmetic: ``"auto"`` (bfloat16 autocast on a CPU with bfloat16 instructions, float16 autocast
+#: on a CUDA GPU, float32 elsewhere) or a fixed dtype.
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -40,7 +40,8 @@ class InferenceOptions:
         blend: ``"gaussian"`` (nnU-Net and MONAI's default for segmentation) or ``"constant"``.
         precision: network arithmetic, one of :data:`PRECISIONS`: ``"auto"`` runs bfloat16 autocast on a
             CPU with bfloat16 instructions (:func:`cpu_has_native_bfloat16`; 2-4x faster than float32 there,
-            same masks) and float32 elsewhere; ``"float32"`` is exact; ``"bfloat16"``/``"float16"`` force autocast.
+            same masks), float16 autocast (AMP) on a CUDA GPU and float32 elsewhere; ``"float32"`` is exact;
+            ``"bfloat16"``/``"float16"`` force autocast.
         buffer: dtype of the sum of blended logits, ``"float16"`` (nnU-Net's choice, half the memory) or
             ``"float32"``.
     """
@@ -107,6 +108,8 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision not in PRECISIONS:
         raise unknown_choice("inference precision", precision, PRECISIONS)
     if precision == "auto":
+        if device.type == "cuda":
+            return torch.float16  # AMP, as nnU-Net predicts on GPUs
         return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bfloat16() else None
     return {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[precision]
 
@@ -186,7 +189,9 @@ def predict_logits(
             slices, forward, roi_size, options.overlap, options.blend, options.batch_size, buffer
         )
         return logits.permute(1, 2, 3, 0)
-    raise ConfigError(f"a {window_rank}D window {tuple(roi_size)} cannot segment a {spatial_rank}D image {tuple(image.shape)}")
+    raise ConfigError(
+        f"a {window_rank}D window {tuple(roi_size)} cannot segment a {spatial_rank}D image {tuple(image.shape)}"
+    )
 
 
 @torch.inference_mode()

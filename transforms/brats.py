@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from monai.transforms import (
+    BorderPadd,
     EnsureTyped,
     NormalizeIntensityd,
     Orientationd,
@@ -50,6 +51,12 @@ class BratsTransformConfig:
         neg: weight of patches centred on brain background.
         spacing: resample to this voxel size in mm (``None``: keep the grid; BraTS is already 1 mm).
         crop_margin: voxels kept around the brain's bounding box.
+        border_pad: training only: zero voxels added on every side of the brain crop before patches are
+            drawn, so that patches near the brain's edge hold background, as the windows of a whole-volume
+            sliding-window inference (MONAI's stock one) do; nnU-Net's training patches likewise reach past
+            the data. 0 (default) keeps patches inside the crop, which suits ``medseg segment`` (it tiles the
+            crop). A model meant for whole-volume inference should be trained with about half the patch
+            (docs/benchmarks.md, "Inference (CPU)").
         flip_prob: probability of a flip along each spatial axis.
         intensity_scale: random intensity scaling factor range, ``x * (1 + U(-s, s))``.
         intensity_shift: random intensity offset range, ``x + U(-o, o)`` (in z-score units).
@@ -65,6 +72,7 @@ class BratsTransformConfig:
     neg: float = 1.0
     spacing: tuple[float, float, float] | None = None
     crop_margin: int = 0
+    border_pad: int = 0
     flip_prob: float = 0.5
     intensity_scale: float = 0.1
     intensity_shift: float = 0.1
@@ -75,10 +83,10 @@ class BratsTransformConfig:
         brats_convention(self.convention)
         object.__setattr__(self, "patch_size", check_patch_size(self.patch_size))
         object.__setattr__(self, "spacing", check_spacing(self.spacing))
-        if self.modalities < 1 or self.num_samples < 1 or self.crop_margin < 0:
+        if self.modalities < 1 or self.num_samples < 1 or self.crop_margin < 0 or self.border_pad < 0:
             raise ConfigError(
-                f"modalities and num_samples must be >= 1 and crop_margin >= 0, got {self.modalities}, "
-                f"{self.num_samples}, {self.crop_margin}"
+                f"modalities and num_samples must be >= 1, crop_margin and border_pad >= 0, got {self.modalities}, "
+                f"{self.num_samples}, {self.crop_margin}, {self.border_pad}"
             )
         for name in ("pos", "neg", "intensity_scale", "intensity_shift"):
             check_non_negative(name, getattr(self, name))
@@ -110,6 +118,8 @@ def _deterministic(config: BratsTransformConfig, keys: list[str], label_key: str
     if inference:
         parts.append(RecordGridd(keys))
     else:
+        if config.border_pad:
+            parts.append(BorderPadd(keys, spatial_border=config.border_pad, mode="constant", value=0))
         # Patch centres are chosen on raw intensities, where brain tissue is > 0 and background 0.
         parts.extend(patch_centres(keys, image_key, label_key, config.patch_size))
     parts.append(NormalizeIntensityd(image_key, nonzero=True, channel_wise=True))

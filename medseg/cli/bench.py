@@ -1,4 +1,4 @@
-"""``medseg bench``: CPU benchmarks of inference (``medseg bench inference``) and of a training step (``medseg bench train``)."""
+"""``medseg bench``: CPU benchmarks of inference (``bench inference``) and of a training step (``bench train``)."""
 
 from __future__ import annotations
 
@@ -34,8 +34,12 @@ def _add_inference(kinds: argparse._SubParsersAction) -> None:
         "memory; print time, peak RSS, speed-ups and Dice agreement with (a). About 4 minutes on 2 quiet cores "
         "(add about 5 for --levers).",
     )
-    parser.add_argument("--model", metavar="MODEL_DIR", help="trained BraTS 2021 region model folder; its patch_size is the "
-                        "window (default: medseg's default 3D U-Net with seeded random weights, window 128^3)")
+    parser.add_argument(
+        "--model",
+        metavar="MODEL_DIR",
+        help="trained BraTS 2021 region model folder; its patch_size is the window (default: medseg's default "
+        "3D U-Net with seeded random weights, window 128^3)",
+    )
     parser.add_argument("--quick", action="store_true", help="a 64x64x48 case and a 32^3 window: a smoke test of "
                         "a few seconds")
     parser.add_argument("--shape", type=int, nargs=3, metavar=("D", "H", "W"), help="case shape (default 240 240 155)")
@@ -46,7 +50,11 @@ def _add_inference(kinds: argparse._SubParsersAction) -> None:
                         help="skip the per-method runs in fresh processes (no peak RSS)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads in every process (default: "
                         "torch's, one per core; 1 gives steadier figures on a machine shared with other jobs)")
-    parser.add_argument("--workdir", metavar="DIR", help="keep the case, model and outputs here (default: a temporary folder)")
+    parser.add_argument(
+        "--workdir", metavar="DIR", help="keep the case, model and outputs here (default: a temporary folder)"
+    )
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where all three methods run "
+                        "(default cpu; cuda: the GPU pipelines, (c) with float16 autocast, peak GPU memory too)")
     parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.set_defaults(func=run_inference)
@@ -63,10 +71,14 @@ def _add_train(kinds: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--networks", nargs="+", default=list(NETWORKS), metavar="NAME",
                         help=f"networks to measure (default: {' '.join(NETWORKS)})")
-    parser.add_argument("--size", type=int, default=None, help=f"patch edge (default {FULL_SIZE}; {QUICK_SIZE} with --quick)")
+    parser.add_argument(
+        "--size", type=int, default=None, help=f"patch edge (default {FULL_SIZE}; {QUICK_SIZE} with --quick)"
+    )
     parser.add_argument("--quick", action="store_true", help=f"patch {QUICK_SIZE}^3 and one timed step: a smoke test")
     parser.add_argument("--batch-size", type=int, default=1, help="patches per step (default 1)")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps after a warm-up step (default 2; 1 with --quick)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="timed steps after a warm-up step (default 2; 1 with --quick)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: torch's)")
     parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -103,6 +115,7 @@ def run_inference(args: argparse.Namespace) -> int:
         own_process=args.own_process,
         levers=args.levers,
         threads=args.threads,
+        device=args.device,
     )
 
     def log(line: str) -> None:

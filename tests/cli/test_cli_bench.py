@@ -97,3 +97,29 @@ def test_bench_inference_runs_end_to_end_on_a_tiny_case(tmp_path, capsys):
     assert [m["method"] for m in report["methods"]] == ["monai", "nnunet", "medseg"]
     assert all(m["error"] is None and m["seconds"] > 0 for m in report["methods"])
     assert set(report["methods"][2]["dice"]) == {"1", "2", "4"}
+
+
+def test_inference_report_on_a_gpu_shows_peak_gpu_memory_and_the_device():
+    methods = [
+        MethodResult("monai", "(a)", seconds=0.4, own_seconds=0.4, peak_rss_mib=1600.0, peak_gpu_mib=1300.0),
+        MethodResult("nnunet", "(b)", seconds=1.4, own_seconds=1.8, peak_rss_mib=1700.0, peak_gpu_mib=724.0),
+        MethodResult("medseg", "(c)", seconds=0.7, own_seconds=1.0, peak_rss_mib=1800.0, peak_gpu_mib=650.0),
+    ]
+    report = InferenceBenchReport(InferenceBenchConfig(), {**MACHINE, "gpu": "Test GPU"}, "random", (128,) * 3,
+                                  (145, 171, 129), 2.0, methods, [], device="cuda")
+    text = format_report(report)
+    assert "device cuda (Test GPU)" in text and "peak GPU alone (MiB)" in text
+    assert "| 650.0 |" in text
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_bench_inference_on_cuda_without_a_gpu_is_refused_with_the_alternative(capsys):
+    assert main(["bench", "inference", "--quick", "--device", "cuda"]) == 2
+    assert "--device cpu" in capsys.readouterr().err
+
+
+def test_levers_are_refused_on_the_gpu():
+    from medseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--levers"):
+        InferenceBenchConfig(device="cuda", levers=True)

@@ -82,7 +82,7 @@ def test_autocast_dtype_follows_the_device_and_the_cpu(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
     assert autocast_dtype("auto", torch.device("cpu")) is None  # emulated bfloat16 would be slower
-    assert autocast_dtype("auto", torch.device("cuda")) is None
+    assert autocast_dtype("auto", torch.device("cuda")) == torch.float16  # AMP on GPUs, as nnU-Net
     assert autocast_dtype("float32", torch.device("cpu")) is None
     assert autocast_dtype("float16", torch.device("cpu")) == torch.float16
 

@@ -8,7 +8,7 @@ import torch
 from monai.data import list_data_collate
 
 from medseg.data import index
-from medseg.errors import GeometryError, InputError
+from medseg.errors import ConfigError, GeometryError, InputError
 from medseg.io import Geometry, load_volume, save_like
 from medseg.synth import write_brats, write_synapse
 from medseg.transforms import (
@@ -112,6 +112,36 @@ def test_brats_inference_and_inversion_restore_input_shape(datasets):
     assert back.shape == (3, *geometry.shape)
     labels = invert_to_input(regions_to_labels(probabilities, "brats2021"), data)
     assert labels.shape == geometry.shape and labels.dtype == np.uint8
+
+
+def test_brats_border_pad_surrounds_the_training_crop_with_background(datasets):
+    # A patch as large as the padded crop is the whole padded crop: brain in the middle, `pad` zero voxels
+    # (label 0) on every side, as the border windows of a whole-volume sliding window see it.
+    case = _first_case(datasets / "brats2021")
+    crop = brats_inference_transforms()({"image": case["image"]})["image"].shape[1:]
+    pad = 3
+    padded = tuple(n + 2 * pad for n in crop)
+    config = BratsTransformConfig(patch_size=padded, num_samples=1, border_pad=pad, intensity_prob=0.0, flip_prob=0.0)
+    (patch,) = brats_train_transforms(config)(case)
+    image, label = patch["image"], patch["label"]
+    assert tuple(image.shape[1:]) == padded
+    inner = tuple(slice(pad, pad + n) for n in crop)
+    border = torch.ones(padded, dtype=torch.bool)
+    border[inner] = False
+    assert not image[:, border].any() and not label[:, border].any()
+    assert image[(slice(None), *inner)].any(dim=0).sum() > 0
+
+
+def test_brats_border_pad_is_training_only(datasets):
+    case = _first_case(datasets / "brats2021")
+    plain = brats_inference_transforms()({"image": case["image"]})["image"]
+    padded = brats_inference_transforms(BratsTransformConfig(border_pad=5))({"image": case["image"]})["image"]
+    assert torch.equal(torch.as_tensor(plain), torch.as_tensor(padded))
+
+
+def test_brats_negative_border_pad_is_refused():
+    with pytest.raises(ConfigError, match="border_pad"):
+        BratsTransformConfig(border_pad=-1)
 
 
 @pytest.mark.parametrize("label_set, classes", [("synapse13", 14), ("transunet8", 9)])
