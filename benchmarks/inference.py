@@ -2,7 +2,7 @@
 
 One synthetic BraTS case (240 x 240 x 155, 4 channels) through (a) MONAI's ``sliding_window_inference``,
 (b) nnU-Net v2's sliding-window predictor and (c) ``medseg segment``'s defaults; see
-:mod:`medseg.pipelines.bench_inference` and docs/benchmarks.md ("Inference (CPU)").
+:mod:`medseg.pipelines.bench_inference` and docs/benchmarks.md ("Inference (CPU and GPU)").
 
 Usage::
 

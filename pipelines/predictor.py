@@ -6,7 +6,7 @@ blended, then turned into probabilities once (as nnU-Net does). A 2D network seg
 by slice along the last axis (axial for RAS volumes), windows of several slices per batch.
 
 The defaults are the fastest settings on a CPU that keep the masks of full-precision MONAI inference
-(measured in docs/benchmarks.md, "Inference (CPU)"): the network runs under bfloat16 autocast on a CPU
+(measured in docs/benchmarks.md, "Inference (CPU and GPU)"): the network runs under bfloat16 autocast on a CPU
 with bfloat16 instructions (AVX512-BF16 or AMX; float32 on other CPUs, where oneDNN would emulate bfloat16
 slowly), under float16 autocast (AMP, as nnU-Net) on a CUDA GPU, and the blended logits are summed in float16.
 """

@@ -56,7 +56,7 @@ class BratsTransformConfig:
             sliding-window inference (MONAI's stock one) do; nnU-Net's training patches likewise reach past
             the data. 0 (default) keeps patches inside the crop, which suits ``medseg segment`` (it tiles the
             crop). A model meant for whole-volume inference should be trained with about half the patch
-            (docs/benchmarks.md, "Inference (CPU)").
+            (docs/benchmarks.md, "Inference (CPU and GPU)").
         flip_prob: probability of a flip along each spatial axis.
         intensity_scale: random intensity scaling factor range, ``x * (1 + U(-s, s))``.
         intensity_shift: random intensity offset range, ``x + U(-o, o)`` (in z-score units).
