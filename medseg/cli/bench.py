@@ -1,4 +1,4 @@
-"""``medseg bench``: CPU benchmarks of inference (``bench inference``) and of a training step (``bench train``)."""
+"""``medseg bench``: inference (``bench inference``, CPU or CUDA) and CPU training-step (``bench train``) benchmarks."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser = subparsers.add_parser(
         "bench",
         help="benchmark inference and training steps on this machine",
-        description="Measure wall time and peak memory (RSS) on the CPU. See docs/benchmarks.md.",
+        description="Measure wall time and peak memory (RSS; GPU memory with `inference --device cuda`). See "
+        "docs/benchmarks.md.",
     )
     kinds = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK")
     kinds.required = True
