@@ -280,17 +280,17 @@ def reversible_step_rows(quick: bool) -> list[list[str]]:
         model = create("reversible_unet", 3, 4, 3, kernel_backend=backend).cuda()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
-        def step(model=model, optimizer=optimizer) -> None:
+        def backward(model=model, optimizer=optimizer) -> None:
             optimizer.zero_grad(set_to_none=True)
             out = model(x)
             out = out[0] if isinstance(out, (list, tuple)) else out
             F.binary_cross_entropy_with_logits(out, target).backward()
+
+        def step(backward=backward, optimizer=optimizer) -> None:
+            backward()
             optimizer.step()
 
-        optimizer.zero_grad(set_to_none=True)
-        out = model(x)
-        out = out[0] if isinstance(out, (list, tuple)) else out
-        F.binary_cross_entropy_with_logits(out, target).backward()
+        backward()  # the first gradients, before any update, are compared
         grads[backend] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
         steps[backend] = step
     err = _max_rel(grads["cupy"], grads["torch"])

@@ -402,12 +402,10 @@ def run_nnunet(predictor: Any, crop: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-def segment_case(workspace: Workspace, output_dir: Path, segmenter: Any | None = None) -> tuple[float, Path]:
-    """(c): ``medseg segment``'s pipeline with default options on the case folder; returns (seconds, output)."""
-    from medseg.pipelines.segment import Segmenter, SegmentOptions
+def segment_case(workspace: Workspace, output_dir: Path, segmenter: Any) -> tuple[float, Path]:
+    """(c): ``segmenter`` (from :func:`medseg_segmenter`) on the case folder; returns (seconds, output)."""
     from medseg.pipelines.segment_inputs import find_cases
 
-    segmenter = segmenter or Segmenter(workspace.model_dir, SegmentOptions(device=workspace.device))
     (case,), _ = find_cases(workspace.case_dir, segmenter.modalities)
     output_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
